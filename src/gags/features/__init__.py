@@ -1,0 +1,1 @@
+"""Image-text encoders (OpenCLIP by default), per-mask crops and the on-disk feature store."""

@@ -1,0 +1,1 @@
+"""Scenes: cameras, loaders for COLMAP, Blender/nerfstudio and LLFF data, splits and images."""

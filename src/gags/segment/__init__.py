@@ -1,0 +1,1 @@
+"""GaS: granularity-aware SAM segmentation (paper Section 3.1)."""

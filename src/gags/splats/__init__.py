@@ -1,0 +1,1 @@
+"""Gaussians, PLY I/O, initialisation, densification, rendering and RGB training."""
