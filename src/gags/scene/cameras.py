@@ -58,7 +58,9 @@ class Camera:
         return dataclasses.replace(self, K=K, width=width, height=height)
 
 
-def stack_cameras(cameras: list[Camera], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def stack_cameras(
+    cameras: list[Camera], device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """World-to-camera matrices (C, 4, 4) and intrinsics (C, 3, 3) as float32 tensors."""
     viewmats = torch.tensor(np.stack([c.world_to_cam for c in cameras]), dtype=torch.float32, device=device)
     Ks = torch.tensor(np.stack([c.K for c in cameras]), dtype=torch.float32, device=device)
