@@ -1,0 +1,113 @@
+"""Per-image time of ``gags prepare`` by stage, with SAM ViT-B and OpenCLIP ViT-B-16 (random weights).
+
+One 504x378 view (the fern photo when ../shared/data is present, else a synthetic image), 20k
+Gaussians in front of the camera, GaS prompts with the reference settings. Stages: depth (the
+minimum-depth pass plus the view's depth), prompts, SAM image encoder, SAM decoder (prompt
+decoding, thresholds, NMS, small regions), clean-up, CLIP, write. Prints JSON.
+
+    python benchmarks/bench_prepare.py [--gaussians 20000] [--n-per-patch 16] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gags.features.openclip import OpenClipEncoder
+from gags.run import RunFolder
+from gags.scene.cameras import Camera
+from gags.segment.prepare import PrepareConfig, prepare_views
+from gags.segment.sam import SamConfig, SamSegmenter, build_sam
+from gags.splats.gaussians import Gaussians
+
+W, H = 504, 378
+FERN = (
+    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fern_llff" / "images_8" / "image000.png"
+)
+
+
+def view_image() -> tuple[np.ndarray, str]:
+    if FERN.is_file():
+        from PIL import Image
+
+        return np.asarray(Image.open(FERN).convert("RGB").resize((W, H))), str(FERN)
+    rng = np.random.default_rng(0)
+    return (rng.random((H, W, 3)) * 255).astype(np.uint8), "random"
+
+
+def gaussians_in_view(n: int) -> Gaussians:
+    g = torch.Generator().manual_seed(0)
+    z = 2 + 3 * torch.rand(n, generator=g)
+    xy = (torch.rand(n, 2, generator=g) - 0.5) * torch.tensor([1.0, 0.75]) * z[:, None]
+    return Gaussians(
+        means=torch.cat([xy, z[:, None]], 1),
+        quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
+        log_scales=torch.full((n, 3), float(np.log(0.02))),
+        opacity_logits=torch.full((n,), 2.0),
+        sh=torch.rand(n, 1, 3, generator=g),
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--gaussians", type=int, default=20000)
+    p.add_argument("--n-per-patch", type=int, default=16)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    image, source = view_image()
+    K = np.array([[407.0, 0, W / 2], [0, 407.0, H / 2], [0, 0, 1]])
+    cam = Camera("view.png", K, np.eye(4), W, H)
+
+    t0 = time.perf_counter()
+    sam_cfg = SamConfig(model="vit_b", random_weights=True, pred_iou_thresh=-1e9, stability_thresh=0.0)
+    segmenter = SamSegmenter(build_sam(sam_cfg), sam_cfg)
+    encoder = OpenClipEncoder("ViT-B-16", pretrained=None)
+    build_s = time.perf_counter() - t0
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = PrepareConfig(
+            run=Path(tmp), device="cpu", backend="torch", n_per_patch=args.n_per_patch, nms_score=-1
+        )
+        summary = prepare_views(
+            RunFolder(Path(tmp)),
+            [cam],
+            gaussians_in_view(args.gaussians),
+            lambda c: image,
+            segmenter,
+            encoder,
+            cfg,
+        )
+        feats = np.load(RunFolder(Path(tmp)).feature_file("view.png"))
+        seg = np.load(RunFolder(Path(tmp)).segment_file("view.png"))
+        masks_per_level = [int((feats["levels"] == i).sum()) for i in range(3)]
+        prompts = int(seg["points"].shape[0])
+    stages = {k: round(v, 3) for k, v in summary["timings"].items()}
+    print(
+        json.dumps(
+            {
+                "image": [W, H],
+                "image_source": source,
+                "gaussians": args.gaussians,
+                "threads": torch.get_num_threads(),
+                "models": "SAM vit_b + OpenCLIP ViT-B-16, random weights (thresholds relaxed)",
+                "model_build_s": round(build_s, 2),
+                "prompts": prompts,
+                "masks_per_level": masks_per_level,
+                "stage_s": stages,
+                "total_s": round(sum(summary["timings"].values()), 2),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,360 @@
+"""``gags prepare RUN``: GaS prompts, SAM masks at three levels, clean-up, CLIP features per image.
+
+Pipeline for each training view (one image at a time, the SAM image embedding computed once):
+
+1. depth D of the view and, once for the whole run, every Gaussian's minimum visible depth MD
+   (:mod:`gags.segment.depth`);
+2. prompts per patch (paper Eq. 1 or a variant) placed by visible-Gaussian density
+   (:mod:`gags.segment.prompts`);
+3. SAM (or the synthetic oracle) -> subpart / part / whole candidates (:mod:`gags.segment.sam`);
+4. per-level clean-up and index maps (:mod:`gags.segment.cleanup`);
+5. one CLIP feature per kept mask (:mod:`gags.features.crops`);
+6. ``segments/IMAGE.npz`` and ``features/IMAGE.npz``, written atomically (:mod:`gags.features.store`).
+
+Resumable: a view whose two files exist and are valid is skipped. A view where no Gaussian is
+visible is skipped with the reason logged (and returned), never written with made-up prompts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import torch
+import tyro
+from tqdm import tqdm
+
+from gags.errors import GagsError
+from gags.features.encoder import TextImageEncoder
+from gags.features.store import ImageFeatures, ImageSegments, is_valid_pair, save_features, save_segments
+from gags.run import RunFolder
+from gags.scene.cameras import Camera, stack_cameras
+from gags.segment.cleanup import CleanupConfig, mask_nms, paint_index_maps
+from gags.segment.depth import md_map, min_visible_depth, render_depths, view_visibility
+from gags.segment.prompts import PromptConfig, PromptMode, make_prompts
+from gags.segment.sam import SamConfig, SamModel, sam_spec
+from gags.segment.segmenter import LEVELS, MaskProposals, Segmenter
+from gags.splats.gaussians import Gaussians
+from gags.splats.render import Backend
+
+log = logging.getLogger(__name__)
+
+STAGES = ("depth", "prompts", "sam_encoder", "sam_decoder", "cleanup", "clip", "write")
+
+
+@dataclasses.dataclass
+class PrepareConfig:
+    """``gags prepare``: segment every training view at three granularities and embed each mask.
+
+    Defaults reproduce the paper and the authors' settings (spec sections 1-2) except where noted.
+    """
+
+    #: the run folder (needs splats.ply and config.json["scene"] from `gags train-rgb`)
+    run: Annotated[Path, tyro.conf.Positional]
+    #: torch device: auto (CUDA when available), cpu, cuda, cuda:1, ...
+    device: str = "auto"
+    #: render backend for depth maps
+    backend: Backend = "auto"
+    #: prompt counts: gas (paper Eq. 1), gas-reference (authors' code), uniform (no GaS, LangSplat grid)
+    prompts: PromptMode = "gas"
+    #: patches per image side (reference 8)
+    grid: int = 8
+    #: prompts per patch at the nearest view for `gas` (16, the reference's count at the nearest view)
+    n_per_patch: int = 16
+    #: most prompts in one patch (reference 400 = 20^2)
+    max_per_patch: int = 400
+    #: sub-cells per patch side for density-guided placement (reference 10)
+    subcells: int = 10
+    #: grid side for `uniform` prompts (LangSplat 32)
+    points_per_side: int = 32
+    #: relative depth agreement for the visibility test (reference 0.25)
+    depth_tolerance: float = 0.25
+    #: views rendered at once for the minimum-depth pass
+    view_chunk: int = 8
+    #: segmenter: sam, or oracle (synthetic scenes only)
+    segmenter: Literal["sam", "oracle"] = "sam"
+    #: SAM backbone (paper: vit_h)
+    sam_model: SamModel = "vit_h"
+    #: SAM weights; default: downloaded once into ~/.cache/gags/sam
+    sam_checkpoint: Path | None = None
+    #: random SAM weights (tests and timing only; the masks mean nothing)
+    sam_random_weights: bool = False
+    #: SAM predicted-IoU threshold (reference 0.7)
+    pred_iou_thresh: float = 0.7
+    #: SAM stability-score threshold (reference 0.85)
+    stability_thresh: float = 0.85
+    #: SAM box NMS IoU (reference 0.7)
+    box_nms_thresh: float = 0.7
+    #: holes and islands smaller than this many pixels are removed (reference 100)
+    min_region_area: int = 100
+    #: prompts decoded per SAM batch
+    points_per_batch: int = 64
+    #: clean-up: drop masks overlapping a higher-scored one above this IoU (reference 0.8)
+    nms_iou: float = 0.8
+    #: clean-up: drop masks scoring at most this (stability x predicted IoU; reference 0.7)
+    nms_score: float = 0.7
+    #: encoder: openclip, or oracle (synthetic scenes only)
+    encoder: Literal["openclip", "oracle"] = "openclip"
+    #: open_clip model name
+    clip_model: str = "ViT-B-16"
+    #: open_clip pretrained tag or weights file; `none` = random weights (tests only)
+    clip_pretrained: str = "laion2b_s34b_b88k"
+    #: mask crops encoded per batch
+    clip_batch_size: int = 64
+    #: seed of the prompt placement (reference 42)
+    seed: int = 42
+    #: redo views whose outputs already exist
+    overwrite: bool = False
+    #: only the first N training views (0 = all)
+    limit: int = 0
+
+    def prompt_config(self) -> PromptConfig:
+        return PromptConfig(
+            mode=self.prompts,
+            grid=self.grid,
+            n=self.n_per_patch,
+            max_per_patch=self.max_per_patch,
+            subcells=self.subcells,
+            points_per_side=self.points_per_side,
+        )
+
+    def sam_config(self) -> SamConfig:
+        return SamConfig(
+            model=self.sam_model,
+            checkpoint=self.sam_checkpoint,
+            random_weights=self.sam_random_weights,
+            pred_iou_thresh=self.pred_iou_thresh,
+            stability_thresh=self.stability_thresh,
+            box_nms_thresh=self.box_nms_thresh,
+            min_region_area=self.min_region_area,
+            points_per_batch=self.points_per_batch,
+        )
+
+    def cleanup_config(self) -> CleanupConfig:
+        return CleanupConfig(iou_thr=self.nms_iou, score_thr=self.nms_score)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def prepare(
+    cfg: PrepareConfig, segmenter: Segmenter | None = None, encoder: TextImageEncoder | None = None
+) -> dict[str, Any]:
+    """Run ``gags prepare`` on ``cfg.run``; returns counts and per-stage timings (seconds)."""
+    from gags.scene.images import load_image
+    from gags.scene.load import load_run_scene
+    from gags.splats.ply import load_ply
+
+    run = RunFolder(cfg.run)
+    run.require(run.splats, "gags train-rgb")
+    device = resolve_device(cfg.device)
+    scene = load_run_scene(run)
+    cameras = scene.train_cameras
+    if not cameras:
+        raise GagsError(f"{run.config}: the run's scene has no training cameras")
+    gaussians = load_ply(run.splats).to(device)
+    if len(gaussians) == 0:
+        raise GagsError(f"{run.splats}: holds no Gaussians")
+    if segmenter is None:
+        segmenter = _default_segmenter(cfg, scene, device)
+    if encoder is None:
+        encoder = _default_encoder(cfg, scene, device)
+
+    def load_rgb(cam: Camera) -> np.ndarray:
+        return (load_image(cam, scene.background).numpy() * 255.0).round().astype(np.uint8)
+
+    return prepare_views(run, cameras, gaussians, load_rgb, segmenter, encoder, cfg)
+
+
+def prepare_views(
+    run: RunFolder,
+    cameras: list[Camera],
+    gaussians: Gaussians,
+    load_rgb: Callable[[Camera], np.ndarray],
+    segmenter: Segmenter,
+    encoder: TextImageEncoder,
+    cfg: PrepareConfig,
+) -> dict[str, Any]:
+    """The work of :func:`prepare` on given cameras, splats and models (also the test entry point).
+
+    ``load_rgb(camera)`` returns the view as (H, W, 3) uint8 at the camera's size.
+    """
+    device = resolve_device(cfg.device)
+    gaussians = gaussians.to(device)
+    views = cameras[: cfg.limit] if cfg.limit > 0 else list(cameras)
+    _record(run, cfg, segmenter, encoder)
+    todo = [
+        cam
+        for cam in views
+        if cfg.overwrite
+        or not is_valid_pair(run.segment_file(cam.name), run.feature_file(cam.name), (cam.height, cam.width))
+    ]
+    timings = dict.fromkeys(STAGES, 0.0)
+    summary: dict[str, Any] = {
+        "views": len(views),
+        "done": 0,
+        "resumed": len(views) - len(todo),
+        "skipped": {},
+    }
+    if not todo:
+        return {**summary, "timings": timings}
+
+    md = None
+    if cfg.prompts != "uniform":
+        t0 = time.perf_counter()
+        with tqdm(total=len(cameras), desc="min visible depth", unit="view", leave=False) as bar:
+            md = min_visible_depth(
+                gaussians,
+                cameras,
+                tolerance=cfg.depth_tolerance,
+                view_chunk=cfg.view_chunk,
+                backend=cfg.backend,
+                progress=bar.update,
+            )
+        timings["depth"] += time.perf_counter() - t0
+
+    bar = tqdm(todo, desc="prepare", unit="img")
+    for cam in bar:
+        stage = _prepare_view(run, cam, gaussians, md, load_rgb, segmenter, encoder, cfg, device)
+        if isinstance(stage, str):
+            log.warning("skipping %s: %s", cam.name, stage)
+            summary["skipped"][cam.name] = stage
+            continue
+        for k, v in stage.items():
+            timings[k] = timings.get(k, 0.0) + v
+        summary["done"] += 1
+        bar.set_postfix({k: f"{v:.2f}s" for k, v in stage.items() if v >= 0.005})
+    done = max(summary["done"], 1)
+    return {**summary, "timings": timings, "per_image": {k: v / done for k, v in timings.items()}}
+
+
+def _prepare_view(
+    run: RunFolder,
+    cam: Camera,
+    gaussians: Gaussians,
+    md: torch.Tensor | None,
+    load_rgb: Callable[[Camera], np.ndarray],
+    segmenter: Segmenter,
+    encoder: TextImageEncoder,
+    cfg: PrepareConfig,
+    device: torch.device,
+) -> dict[str, float] | str:
+    """One view end to end -> its stage timings, or the reason it was skipped."""
+    t: dict[str, float] = {}
+    rgb = load_rgb(cam)
+    if rgb.shape != (cam.height, cam.width, 3) or rgb.dtype != np.uint8:
+        where = cam.image_path or cam.name
+        raise GagsError(
+            f"{where}: image is {rgb.dtype} {rgb.shape} but camera {cam.name!r} is "
+            f"{cam.width}x{cam.height} RGB"
+        )
+
+    clock = time.perf_counter()
+    depth = md_image = density = None
+    if md is not None:
+        depth = render_depths(gaussians, [cam], backend=cfg.backend)
+        viewmats, Ks = stack_cameras([cam], device=device)
+        vis = view_visibility(gaussians.means.detach(), viewmats, Ks, depth, cfg.depth_tolerance)
+        if not bool(vis.visible.any()):
+            return "no Gaussian is visible in this view (check the camera pose and the splats)"
+        md_image, density = md_map(vis, md, cam.height, cam.width)
+        depth = depth[0]
+    t["depth"], clock = _lap(clock)
+
+    generator = torch.Generator().manual_seed(cfg.seed ^ zlib.crc32(cam.name.encode()))
+    points, patch_counts = make_prompts(
+        depth, md_image, density, cam.height, cam.width, cfg.prompt_config(), generator
+    )
+    t["prompts"], clock = _lap(clock)
+
+    proposals = segmenter.segment(rgb, points.numpy(), image_name=cam.name)
+    _check_proposals(proposals, cam)
+    sam_t = dict(getattr(segmenter, "last_timings", {}) or {})
+    seg_total, clock = _lap(clock)
+    t["sam_encoder"] = sam_t.get("sam_encoder", 0.0)
+    t["sam_decoder"] = sam_t.get("sam_decoder", seg_total - t["sam_encoder"])
+
+    levels = [_clean_level(proposals, i, cfg.cleanup_config(), device) for i in range(len(LEVELS))]
+    maps = paint_index_maps(levels)
+    t["cleanup"], clock = _lap(clock)
+
+    masks = torch.cat(levels)
+    features = encoder.encode_masks(rgb, masks, image_name=cam.name)
+    level_ids = torch.cat([torch.full((m.shape[0],), i, dtype=torch.int8) for i, m in enumerate(levels)])
+    t["clip"], clock = _lap(clock)
+
+    save_features(run.feature_file(cam.name), ImageFeatures(features.cpu().numpy(), level_ids.numpy()))
+    save_segments(
+        run.segment_file(cam.name),
+        ImageSegments(maps.cpu().numpy(), points.numpy(), patch_counts.numpy()),
+    )
+    t["write"], clock = _lap(clock)
+    return t
+
+
+def _clean_level(
+    proposals: MaskProposals, level: int, cfg: CleanupConfig, device: torch.device
+) -> torch.Tensor:
+    """The level's masks that survive :func:`mask_nms` -> (K, H, W) bool on ``device``, in input order."""
+    masks = proposals.masks[level].to(device=device, dtype=torch.bool)
+    scores = (proposals.stability[level] * proposals.pred_iou[level]).to(device)
+    return masks[mask_nms(masks, scores, cfg)]
+
+
+def _check_proposals(proposals: MaskProposals, cam: Camera) -> None:
+    for masks in proposals.masks:
+        if masks.dim() != 3 or tuple(masks.shape[1:]) != (cam.height, cam.width):
+            raise GagsError(
+                f"segmenter returned masks {tuple(masks.shape)} for {cam.name} "
+                f"({cam.height}x{cam.width} expected)"
+            )
+
+
+def _lap(start: float) -> tuple[float, float]:
+    now = time.perf_counter()
+    return now - start, now
+
+
+def _spec(model: object) -> dict[str, Any]:
+    spec = getattr(model, "spec", None)
+    return dict(spec) if isinstance(spec, dict) else {"kind": type(model).__name__}
+
+
+def _record(run: RunFolder, cfg: PrepareConfig, segmenter: Segmenter, encoder: TextImageEncoder) -> None:
+    """Store the specs in config.json["prepare"]; refuse to mix features of another encoder."""
+    seg_spec, enc_spec = _spec(segmenter), _spec(encoder)
+    previous = run.read_config().get("prepare", {})
+    old = previous.get("encoder")
+    if old is not None and old != enc_spec and not cfg.overwrite and any(run.features.glob("*.npz")):
+        raise GagsError(
+            f"{run.features} holds features from encoder {old}, not {enc_spec}; pass --overwrite to redo them"
+        )
+    config = dataclasses.asdict(cfg)
+    run.record_stage("prepare", {"encoder": enc_spec, "segmenter": seg_spec, "config": config})
+
+
+def _default_segmenter(cfg: PrepareConfig, scene, device: torch.device) -> Segmenter:
+    from gags.features.registry import build_segmenter
+
+    if cfg.segmenter == "oracle":
+        return build_segmenter({"kind": "oracle", "scene": str(scene.source)}, str(device))
+    return build_segmenter(sam_spec(cfg.sam_config()), str(device))
+
+
+def _default_encoder(cfg: PrepareConfig, scene, device: torch.device) -> TextImageEncoder:
+    from gags.features.registry import build_encoder
+
+    if cfg.encoder == "oracle":
+        return build_encoder({"kind": "oracle", "scene": str(scene.source)}, str(device))
+    pretrained = None if cfg.clip_pretrained.lower() == "none" else cfg.clip_pretrained
+    return build_encoder({"kind": "openclip", "model": cfg.clip_model, "pretrained": pretrained}, str(device))
