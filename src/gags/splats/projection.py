@@ -43,9 +43,15 @@ def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
     w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)
     return torch.stack(
         [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
         ],
         dim=-1,
     ).reshape(quats.shape[:-1] + (3, 3))
@@ -89,8 +95,12 @@ def project_gaussians(
     tan_fovx, tan_fovy = 0.5 * width / fx, 0.5 * height / fy
     # Clamp the point where the Jacobian is taken to 1.3x the frustum, as gsplat does.
     safe_z = torch.where(z.abs() < 1e-6, torch.full_like(z, 1e-6), z)
-    tx = safe_z * torch.clamp(x / safe_z, min=-(cx / fx + 0.3 * tan_fovx), max=(width - cx) / fx + 0.3 * tan_fovx)
-    ty = safe_z * torch.clamp(y / safe_z, min=-(cy / fy + 0.3 * tan_fovy), max=(height - cy) / fy + 0.3 * tan_fovy)
+    tx = safe_z * torch.clamp(
+        x / safe_z, min=-(cx / fx + 0.3 * tan_fovx), max=(width - cx) / fx + 0.3 * tan_fovx
+    )
+    ty = safe_z * torch.clamp(
+        y / safe_z, min=-(cy / fy + 0.3 * tan_fovy), max=(height - cy) / fy + 0.3 * tan_fovy
+    )
     zeros = torch.zeros_like(safe_z)
     J = torch.stack(
         [fx / safe_z, zeros, -fx * tx / safe_z**2, zeros, fy / safe_z, -fy * ty / safe_z**2], dim=-1
@@ -106,7 +116,9 @@ def project_gaussians(
 
     opac = opacities[None].expand_as(z)
     with torch.no_grad():
-        extend = torch.sqrt(2.0 * torch.log(opac.clamp(min=ALPHA_THRESHOLD) / ALPHA_THRESHOLD)).clamp(max=3.33)
+        extend = torch.sqrt(2.0 * torch.log(opac.clamp(min=ALPHA_THRESHOLD) / ALPHA_THRESHOLD)).clamp(
+            max=3.33
+        )
         radius = torch.stack([torch.ceil(extend * a.sqrt()), torch.ceil(extend * c.sqrt())], dim=-1)
         valid = (det > 0) & (z > near_plane) & (z < far_plane) & (opac >= ALPHA_THRESHOLD)
         mx, my = means2d[..., 0], means2d[..., 1]
@@ -121,4 +133,3 @@ def gaussian_weight_sigma(conics: torch.Tensor, dx: torch.Tensor, dy: torch.Tens
     """sigma = 0.5 (a dx^2 + c dy^2) + b dx dy, broadcasting conics (..., 3) against dx, dy."""
     a, b, c = conics.unbind(-1)
     return 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
-

@@ -92,7 +92,14 @@ def render(
         image, alpha, means2d, radii = render_gsplat(gaussians, channels, viewmats, Ks, width, height)
     else:
         proj = project_gaussians(
-            gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities, viewmats, Ks, width, height
+            gaussians.means,
+            gaussians.quats,
+            gaussians.scales,
+            gaussians.opacities,
+            viewmats,
+            Ks,
+            width,
+            height,
         )
         values = torch.cat(channels + [proj.depths[..., None]], dim=-1)
         image, alpha = _rasterize_portable(name, proj, values, width, height)
@@ -117,9 +124,7 @@ def _rasterize_portable(name: str, proj, values: torch.Tensor, width: int, heigh
 
         return rasterize_dense(proj, values, width, height)
     if name == "torch":
-        try:
-            from gags.splats.backends.torch_tiles import rasterize_tiles
-        except ImportError:  # until the tiled backend lands, fall back to the reference
-            from gags.splats.backends.dense import rasterize_dense as rasterize_tiles
+        from gags.splats.backends.torch_tiles import rasterize_tiles
+
         return rasterize_tiles(proj, values, width, height)
     raise ValueError(f"unknown render backend {name!r}; choose auto, torch, gsplat or dense")

@@ -50,7 +50,9 @@ def sh_basis(dirs: torch.Tensor, degree: int) -> torch.Tensor:
     return torch.stack(out, dim=-1)
 
 
-def eval_sh_colors(sh: torch.Tensor, means: torch.Tensor, cam_centers: torch.Tensor, degree: int) -> torch.Tensor:
+def eval_sh_colors(
+    sh: torch.Tensor, means: torch.Tensor, cam_centers: torch.Tensor, degree: int
+) -> torch.Tensor:
     """View-dependent RGB per camera and Gaussian, as gsplat computes it.
 
     Args:

@@ -16,7 +16,9 @@ from gags.splats.projection import (
 )
 
 
-def rasterize_dense(proj: Projected, values: torch.Tensor, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
+def rasterize_dense(
+    proj: Projected, values: torch.Tensor, width: int, height: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Alpha-composite ``values`` front to back with gsplat's per-pixel rules.
 
     Args:
