@@ -1,1 +1,27 @@
-"""gags.synthetic"""
+"""Procedural scenes with known ground truth, and oracle models in place of SAM and CLIP.
+
+Nothing of the real pipeline imports this package: it is reached only through ``gags demo``, the
+``oracle`` kind of the model registry, and tests. Attributes load lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "SyntheticConfig": "gags.synthetic.generate",
+    "generate_scene": "gags.synthetic.generate",
+    "OracleSegmenter": "gags.synthetic.oracle_segmenter",
+    "OracleEncoder": "gags.synthetic.oracle_encoder",
+    "DemoConfig": "gags.synthetic.demo",
+    "run_demo": "gags.synthetic.demo",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'gags.synthetic' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -1,0 +1,170 @@
+"""A trained language field, loaded from ``language.pt``: the one API queries and evaluation use.
+
+Whatever the method, :meth:`LanguageField.render_feature_maps` returns one decoded, L2-normalised
+(C, H, W, D) map per entry of :attr:`LanguageField.levels`: one for GAGS, average and single-level
+fields (one render + one decode), three for LangSplat (one render + decode per level, as LangSplat
+queries). Picking among several maps is the query's job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gags.distill.decoders import build_feature_decoder
+from gags.distill.objective import METHODS, field_level_names
+from gags.errors import file_error
+from gags.splats.gaussians import Gaussians
+from gags.splats.render import Backend, render
+
+#: pixels decoded per chunk (bounds the decoder's activations to ~ chunk * 256 floats per layer)
+DECODE_CHUNK = 65536
+
+_REQUIRED_KEYS = ("features", "decoder", "decoder_config", "embed_dim", "method")
+
+
+@dataclasses.dataclass
+class LanguageField:
+    """Per-Gaussian low-dimensional features plus the decoder to the encoder's space.
+
+    Attributes:
+        gaussians: the frozen RGB Gaussians (geometry used for rendering).
+        fields: one (N, F) per-Gaussian feature tensor per level (F = 16 for GaD, 3 for LangSplat).
+        decoder: maps (..., F) -> (..., D) L2-normalised vectors.
+        method: see :data:`gags.distill.objective.METHODS`.
+        levels: one name per rendered map (e.g. ``("gags",)`` or ``("subpart", "part", "whole")``).
+        embed_dim: D, the encoder's dimension.
+        encoder: the encoder spec from ``config.json["prepare"]`` (to embed query texts).
+        payload: the whole ``language.pt`` dict.
+    """
+
+    gaussians: Gaussians
+    fields: list[torch.Tensor]
+    decoder: nn.Module
+    method: str
+    levels: tuple[str, ...]
+    embed_dim: int
+    encoder: dict[str, Any]
+    payload: dict[str, Any]
+
+    @classmethod
+    def load(
+        cls, path: str | Path, splats_path: str | Path | None = None, device: torch.device | str = "cpu"
+    ) -> LanguageField:
+        """Read ``language.pt`` and the splats it belongs to (default: ``splats.ply`` next to it)."""
+        from gags.splats.ply import load_ply
+
+        path = Path(path)
+        if not path.exists():
+            raise file_error(path, "does not exist: run `gags distill` first")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
+            raise file_error(path, f"is not a readable language field ({e})") from e
+        missing = [k for k in _REQUIRED_KEYS if not isinstance(payload, dict) or k not in payload]
+        if missing:
+            raise file_error(
+                path, f"is missing {', '.join(missing)}: not a language field written by gags distill"
+            )
+        method = payload["method"]
+        if method not in METHODS:
+            raise file_error(path, f"has unknown method {method!r}")
+        splats_path = Path(splats_path) if splats_path is not None else path.parent / "splats.ply"
+        gaussians = load_ply(splats_path).detach()
+        features = payload["features"]
+        fields = list(features) if method == "langsplat" else [features]
+        for f in fields:
+            if f.shape[0] != len(gaussians):
+                raise file_error(
+                    path, f"has features for {f.shape[0]} Gaussians but {splats_path} has {len(gaussians)}"
+                )
+        decoder = _build_decoder(payload, path)
+        field = cls(
+            gaussians=gaussians,
+            fields=[f.float() for f in fields],
+            decoder=decoder.eval(),
+            method=method,
+            levels=field_level_names(method),
+            embed_dim=int(payload["embed_dim"]),
+            encoder=dict(payload.get("encoder") or {}),
+            payload=payload,
+        )
+        return field.to(device)
+
+    def to(self, device: torch.device | str) -> LanguageField:
+        return dataclasses.replace(
+            self,
+            gaussians=self.gaussians.to(device),
+            fields=[f.to(device) for f in self.fields],
+            decoder=self.decoder.to(device),
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.gaussians.device
+
+    @torch.no_grad()
+    def decode(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """(..., F) low-dimensional features -> (..., D) L2-normalised, decoded in bounded chunks."""
+        flat = feature_map.reshape(-1, feature_map.shape[-1])
+        out = (
+            torch.cat([self.decoder(c) for c in flat.split(DECODE_CHUNK)])
+            if flat.shape[0]
+            else flat.new_zeros(0, self.embed_dim)
+        )
+        return out.reshape(*feature_map.shape[:-1], self.embed_dim)
+
+    @torch.no_grad()
+    def render_low_dim(
+        self, viewmats: torch.Tensor, Ks: torch.Tensor, width: int, height: int, backend: Backend = "auto"
+    ) -> list[torch.Tensor]:
+        """The raw rendered fields, one (C, H, W, F) per level (before decoding)."""
+        maps = []
+        for f in self.fields:
+            out = render(
+                dataclasses.replace(self.gaussians, features=f),
+                viewmats.to(self.device),
+                Ks.to(self.device),
+                width,
+                height,
+                render_rgb=False,
+                render_features=True,
+                backend=backend,
+            )
+            maps.append(out.features)
+        return maps
+
+    @torch.no_grad()
+    def render_feature_maps(
+        self, viewmats: torch.Tensor, Ks: torch.Tensor, width: int, height: int, backend: Backend = "auto"
+    ) -> list[torch.Tensor]:
+        """One decoded (C, H, W, D) L2-normalised map per level, for C cameras.
+
+        Args:
+            viewmats: (C, 4, 4) world-to-camera. Ks: (C, 3, 3) intrinsics in pixels of a width x height image.
+        """
+        return [self.decode(m) for m in self.render_low_dim(viewmats, Ks, width, height, backend)]
+
+    @torch.no_grad()
+    def gaussian_features(self) -> list[torch.Tensor]:
+        """Per-Gaussian decoded features, one (N, D) L2-normalised tensor per level (for 3D queries)."""
+        return [self.decode(f) for f in self.fields]
+
+
+def _build_decoder(payload: dict, path: Path) -> nn.Module:
+    config = payload["decoder_config"]
+    try:
+        if payload["method"] == "langsplat":
+            from gags.baselines.autoencoder import build_autoencoder_decoder
+
+            decoder = build_autoencoder_decoder(config)
+        else:
+            decoder = build_feature_decoder(config)
+        decoder.load_state_dict(payload["decoder"])
+    except (KeyError, RuntimeError, TypeError) as e:
+        raise file_error(path, f"has a decoder that does not match its decoder_config ({e})") from e
+    return decoder

@@ -1,0 +1,423 @@
+"""``gags demo``: the whole pipeline on the built-in synthetic scene, offline, on a CPU.
+
+Steps: generate (or reuse) the scene -> ``train_rgb`` (short) -> ``prepare`` with the oracle
+segmenter and encoder -> ``distill`` -> ``evaluate`` on the scene's LERF-OVS labels, and, when asked
+(``--baselines``), comparison methods through :func:`gags.baselines.ablation.run_ablation` into
+``OUT/baselines``. Stages whose module is not installed are skipped with a note. The report goes
+into ``OUT/eval/``:
+
+- ``metrics.json`` / ``metrics.md`` / ``figure.png``: the evaluation (by granularity);
+- ``demo.json``: timings, RGB quality, the granularity agreement of the prepared segments with the
+  ground truth (by view distance), and the evaluation summary;
+- ``demo.md``: the same as tables; ``demo_figure.png``: RGB, ground truth and relevance heatmaps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from gags.io import atomic_path, write_json_atomic, write_text_atomic
+from gags.run import RunFolder
+from gags.synthetic.generate import SyntheticConfig, generate_scene
+from gags.synthetic.groundtruth import LEVELS, GroundTruthStore
+
+
+@dataclasses.dataclass(kw_only=True)
+class DemoConfig:
+    """Run every stage on the built-in synthetic table-top scene and write a report."""
+
+    out: Path = Path("runs/demo")
+    """Run folder to write."""
+    seed: int = 0
+    """Seed of the scene, the oracles and every stage."""
+    width: int = 200
+    """Image width of the synthetic views, pixels."""
+    height: int = 150
+    """Image height of the synthetic views, pixels."""
+    n_far: int = 16
+    """Views on the far ring (1.1 m)."""
+    n_mid: int = 16
+    """Views on the middle ring (0.6 m)."""
+    near_per_object: int = 4
+    """Close-ups of each of the 7 objects."""
+    density: float = 1.0
+    """Multiplier on the number of ground-truth Gaussians (1.0: about 4,500)."""
+    n_label_frames: int = 12
+    """Frames with LERF-OVS labels used by the evaluation."""
+    rgb: Literal["train", "import-gt"] = "train"
+    """Train RGB splats from the images (the real pipeline), or import the scene's ground-truth splats
+    (fast; isolates the language stages from RGB quality), as ``gags ablation`` does."""
+    rgb_iterations: int = 300
+    """RGB training steps. Deviation: 3DGS uses 30000; enough here because training starts from the
+    scene's point cloud and the views are small."""
+    rgb_max_gaussians: int = 8000
+    """Cap on the RGB Gaussians (the ground truth has about 4,700); bounds the CPU time of training."""
+    distill_iterations: int = 300
+    """Feature distillation steps. Deviation: the paper uses 30000 (GPU)."""
+    distill_downscale: float = 2.0
+    """Distillation resolution divisor (reference ``-r 2``)."""
+    queries: tuple[str, ...] = ("cup", "teapot spout", "rubber duck", "pencil")
+    """Free-text queries drawn in the figure (paraphrases welcome: "cup" finds the mug)."""
+    cache_dir: Path | None = None
+    """Where generated scenes are cached (default ``~/.cache/gags/synthetic``)."""
+    baselines: tuple[str, ...] = ()
+    """Comparison methods to run too (names from gags.baselines.methods, e.g. langsplat uniform-average);
+    they use the full-size scene of the given seed and width/height, in OUT/baselines."""
+    device: str = "cpu"
+    """Torch device of every stage."""
+
+    def synthetic(self) -> SyntheticConfig:
+        return SyntheticConfig(
+            seed=self.seed,
+            width=self.width,
+            height=self.height,
+            n_far=self.n_far,
+            n_mid=self.n_mid,
+            near_per_object=self.near_per_object,
+            density=self.density,
+            n_label_frames=self.n_label_frames,
+            cache_dir=self.cache_dir,
+        )
+
+
+def _available(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def run_demo(cfg: DemoConfig) -> dict[str, Any]:
+    """Run the demo; returns the content of ``eval/demo.json`` plus ``report`` (the markdown path)."""
+    run = RunFolder(cfg.out)
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+    result: dict[str, Any] = {"config": dataclasses.asdict(cfg), "timings": timings, "notes": notes}
+    start = time.perf_counter()
+
+    t = time.perf_counter()
+    scene_dir = generate_scene(cfg.synthetic())
+    timings["scene"] = time.perf_counter() - t
+    result["scene"] = str(scene_dir)
+    print(f"scene: {scene_dir}")
+
+    t = time.perf_counter()
+    result["rgb"] = _train_rgb(cfg, scene_dir)
+    timings["train_rgb"] = time.perf_counter() - t
+
+    if _available("gags.segment.prepare"):
+        t = time.perf_counter()
+        _prepare(cfg, scene_dir)
+        timings["prepare"] = time.perf_counter() - t
+        result["segments"] = segment_granularity(run, scene_dir)
+    else:
+        notes.append("prepare: gags.segment.prepare is not installed; skipped")
+
+    if run.segments.exists() and _available("gags.distill.train"):
+        t = time.perf_counter()
+        _distill(cfg)
+        timings["distill"] = time.perf_counter() - t
+    else:
+        notes.append("distill: gags.distill.train is not installed (or prepare was skipped); skipped")
+
+    if run.language.exists() and _available("gags.evaluate.run"):
+        t = time.perf_counter()
+        result["eval"] = _evaluate(cfg, scene_dir)
+        timings["eval"] = time.perf_counter() - t
+    else:
+        notes.append("eval: needs language.pt and gags.evaluate.run; skipped")
+
+    if cfg.baselines:
+        t = time.perf_counter()
+        result["baselines"] = _baselines(cfg)
+        timings["baselines"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    figure = save_demo_figure(run, scene_dir, cfg.queries, cfg.device)
+    timings["figure"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - start
+    result["figure"] = str(figure)
+    for note in notes:
+        print(f"note: {note}")
+
+    markdown = demo_markdown(result)
+    write_json_atomic(run.eval / "demo.json", result)
+    write_text_atomic(run.eval / "demo.md", markdown)
+    if "eval" not in result:  # no evaluation: the demo's own numbers are the metrics
+        write_json_atomic(
+            run.eval / "metrics.json", {k: result[k] for k in ("rgb", "segments") if k in result}
+        )
+    print(markdown)
+    print(f"report: {run.eval / 'demo.md'} (figure {figure})")
+    result["report"] = str(run.eval / "demo.md")
+    return result
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def _train_rgb(cfg: DemoConfig, scene_dir: Path) -> dict[str, Any]:
+    from gags.splats.train import TrainConfig, train_rgb
+
+    gt = scene_dir / "gt_splats.ply" if cfg.rgb == "import-gt" else None
+    metrics = train_rgb(
+        TrainConfig(
+            data=scene_dir,
+            out=cfg.out,
+            import_ply=gt,
+            evaluate=gt is None,
+            iterations=0 if gt is not None else cfg.rgb_iterations,
+            max_gaussians=cfg.rgb_max_gaussians,
+            sh_degree=1,
+            seed=cfg.seed,
+            device=cfg.device,
+        )
+    )
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
+
+
+def _prepare(cfg: DemoConfig, scene_dir: Path) -> dict[str, Any]:
+    from gags.segment.prepare import PrepareConfig, prepare
+    from gags.synthetic.oracle_encoder import OracleEncoder
+    from gags.synthetic.oracle_segmenter import OracleSegmenter
+
+    prep = PrepareConfig(run=cfg.out, segmenter="oracle", encoder="oracle", device=cfg.device, seed=cfg.seed)
+    return prepare(
+        prep,
+        segmenter=OracleSegmenter(scene_dir, seed=cfg.seed),
+        encoder=OracleEncoder(scene_dir, seed=cfg.seed, device=cfg.device),
+    )
+
+
+def _distill(cfg: DemoConfig) -> dict[str, Any]:
+    from gags.distill.train import DistillConfig, distill
+
+    return distill(
+        DistillConfig(
+            run=cfg.out,
+            iterations=cfg.distill_iterations,
+            downscale=cfg.distill_downscale,
+            seed=cfg.seed,
+            device=cfg.device,
+        )
+    )
+
+
+def eval_box_size(width: int) -> int:
+    """Relevance smoothing window for ``width``-pixel views: 10 at 200 px, as ``gags ablation`` uses
+    (the reference's 30 is for ~1000 px LERF frames), at least 3."""
+    return max(3, round(10 * width / 200))
+
+
+def _evaluate(cfg: DemoConfig, scene_dir: Path) -> dict[str, Any]:
+    from gags.evaluate.run import EvalConfig, evaluate
+
+    metrics = evaluate(
+        EvalConfig(
+            run=cfg.out, labels=scene_dir / "labels", box_size=eval_box_size(cfg.width), device=cfg.device
+        )
+    )
+    return {k: metrics[k] for k in ("method", "frames", "overall", "by_level") if k in metrics}
+
+
+def _baselines(cfg: DemoConfig) -> list[dict[str, Any]]:
+    from gags.baselines.ablation import AblationConfig, run_ablation
+
+    ablation = AblationConfig(
+        out=cfg.out / "baselines",
+        methods=tuple(cfg.baselines),
+        seed=cfg.seed,
+        width=cfg.width,
+        height=cfg.height,
+        distill_iterations=cfg.distill_iterations,
+        device=cfg.device,
+    )
+    return run_ablation(ablation)["rows"]
+
+
+# ----------------------------------------------------------------------------- segment statistics
+
+
+def segment_granularity(run: RunFolder, scene_dir: Path) -> dict[str, Any]:
+    """How often the prepared segments of each level match a ground-truth region *of that level*.
+
+    For every prepared view and level, each segment is matched to the ground-truth region (any
+    level) with the highest IoU; a pixel counts as "at its level" when its segment's match is a
+    region of the same level with IoU >= 0.5. Reported per view ring (far / mid / near), so the
+    effect of apparent size on SAM-style granularity, and what GaS does about it, can be read off.
+
+    Returns ``{ring: {level: fraction of segmented pixels at their level}, "coverage": ...}``.
+    """
+    store = GroundTruthStore(scene_dir)
+    rings = {v["name"]: v["ring"] for v in json.loads((scene_dir / "views.json").read_text())["views"]}
+    hits: dict[str, np.ndarray] = {}
+    totals: dict[str, np.ndarray] = {}
+    for path in sorted(run.segments.glob("*.npz")):
+        name = f"{path.stem}.png"
+        if name not in rings:
+            continue
+        with np.load(path) as data:
+            maps = data["maps"]
+        gt = store.labels_at(name, *maps.shape[1:])
+        ring = rings[name]
+        hits.setdefault(ring, np.zeros(3))
+        totals.setdefault(ring, np.zeros(3))
+        for level in range(3):
+            hit, total = _level_agreement(maps[level], gt, store.hierarchy.level, level)
+            hits[ring][level] += hit
+            totals[ring][level] += total
+    return {
+        ring: {LEVELS[lv]: float(hits[ring][lv] / max(totals[ring][lv], 1)) for lv in range(3)}
+        for ring in sorted(hits)
+    }
+
+
+def _level_agreement(
+    seg: np.ndarray, gt: np.ndarray, region_level: np.ndarray, level: int
+) -> tuple[int, int]:
+    """(pixels whose segment best matches a region of level ``level`` with IoU >= 0.5, segmented pixels).
+
+    Ties between levels (a part made of a single subpart) count for every tied level.
+    """
+    valid = seg >= 0
+    if not valid.any():
+        return 0, 0
+    seg_ids, seg_idx = np.unique(seg[valid], return_inverse=True)
+    seg_area = np.bincount(seg_idx)
+    best = np.zeros((3, len(seg_ids)))  # best IoU with a region of each level
+    for gl in range(3):  # ground-truth maps of every level
+        g = gt[gl][valid]
+        fg = g >= 0
+        ids, pair = np.unique(np.stack([seg_idx[fg], g[fg]]), axis=1, return_inverse=True)
+        inter = np.bincount(pair.ravel(), minlength=ids.shape[1])
+        region_area = np.bincount(gt[gl][gt[gl] >= 0].ravel(), minlength=len(region_level))
+        iou = inter / (seg_area[ids[0]] + region_area[ids[1]] - inter)
+        np.maximum.at(best[gl], ids[0], iou)
+    ok = (best[level] >= 0.5) & (best[level] >= best.max(0) - 1e-9)
+    return int(seg_area[ok].sum()), int(seg_area.sum())
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def demo_markdown(result: dict[str, Any]) -> str:
+    """The demo report as markdown tables."""
+    lines = ["# gags demo (synthetic table-top scene)", "", f"scene: `{result['scene']}`", ""]
+    lines += ["| stage | seconds |", "|---|---:|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in result["timings"].items()]
+    rgb = result.get("rgb", {})
+    if rgb:
+        shown = {k: v for k, v in rgb.items() if isinstance(v, (int, float))}
+        lines += ["", "| RGB | value |", "|---|---:|"] + [f"| {k} | {v:.4g} |" for k, v in shown.items()]
+    if result.get("segments"):
+        lines += [
+            "",
+            "Prepared segments that match a ground-truth region of their own level (pixel fraction):",
+            "",
+        ]
+        lines += ["| views | subpart | part | whole |", "|---|---:|---:|---:|"]
+        for ring, row in result["segments"].items():
+            lines.append(f"| {ring} | " + " | ".join(f"{100 * row[lv]:.1f}%" for lv in LEVELS) + " |")
+    ev = result.get("eval")
+    if ev:
+        lines += [
+            "",
+            f"Open-vocabulary evaluation ({ev.get('method', '?')}, {ev.get('frames', '?')} frames):",
+            "",
+        ]
+        lines += ["| granularity | pairs | mIoU (%) | mAcc (%) |", "|---|---:|---:|---:|"]
+        rows = list(ev.get("by_level", {}).items()) + [("**overall**", ev.get("overall", {}))]
+        for name, row in rows:
+            lines.append(
+                f"| {name} | {row.get('pairs', 0)} | {_pct(row.get('miou'))} | {_pct(row.get('macc'))} |"
+            )
+    if result["notes"]:
+        lines += [""] + [f"- {n}" for n in result["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None or v != v else f"{100 * v:.1f}"
+
+
+def save_demo_figure(run: RunFolder, scene_dir: Path, queries: tuple[str, ...], device: str) -> Path:
+    """Rows: a far, a middle and a near labelled view. Columns: RGB, ground-truth wholes, then the
+    normalised relevance of each query (when the run has a language field)."""
+    import imageio.v3 as iio
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    store = GroundTruthStore(scene_dir)
+    views = json.loads((scene_dir / "views.json").read_text())["views"]
+    labelled = {p.stem for p in (scene_dir / "labels").glob("frame_*.json")}
+    rows = []
+    for ring in ("far", "mid", "near"):
+        names = [v["name"] for v in views if v["ring"] == ring and Path(v["name"]).stem in labelled]
+        if names:
+            rows.append(names[len(names) // 2])
+    heatmaps = _relevance_maps(run, scene_dir, rows, queries, device)
+    cols = 2 + (len(queries) if heatmaps else 0)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2.4 * cols, 2.0 * len(rows)), dpi=100, squeeze=False)
+    try:
+        for r, name in enumerate(rows):
+            axes[r, 0].imshow(iio.imread(scene_dir / "images" / name))
+            axes[r, 0].set_title(name, fontsize=7)
+            wholes = store.view(name)[0][2].astype(float)
+            axes[r, 1].imshow(np.ma.masked_less(wholes, 0), cmap="tab20", interpolation="nearest")
+            axes[r, 1].set_title("ground truth (wholes)", fontsize=7)
+            for q, text in enumerate(queries if heatmaps else ()):
+                axes[r, 2 + q].imshow(heatmaps[name][q], cmap="turbo", vmin=0, vmax=1)
+                axes[r, 2 + q].set_title(f'"{text}"', fontsize=7)
+        for ax in axes.ravel():
+            ax.axis("off")
+        fig.tight_layout()
+        path = run.eval / "demo_figure.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _relevance_maps(
+    run: RunFolder, scene_dir: Path, names: list[str], queries: tuple[str, ...], device: str
+) -> dict[str, list[np.ndarray]]:
+    """view -> one (H, W) normalised relevance per query; empty when the run has no language field."""
+    if not queries or not run.language.exists() or not _available("gags.query.run"):
+        return {}
+    import torch
+
+    from gags.query.postprocess import postprocess
+    from gags.query.relevance import encode_query, relevance
+    from gags.query.run import open_language
+    from gags.scene.cameras import stack_cameras
+    from gags.scene.load import load_run_scene
+
+    dev = torch.device(device)
+    field, encoder = open_language(run, dev)
+    scene = load_run_scene(run)
+    embeddings, negatives = encode_query(encoder, list(queries))
+    embeddings, negatives = embeddings.to(dev), negatives.to(dev)
+    out: dict[str, list[np.ndarray]] = {}
+    for name in names:
+        cam = scene.camera_by_name(name)
+        viewmats, Ks = stack_cameras([cam], device=dev)
+        with torch.no_grad():  # one render per view, shared by every query
+            maps = field.render_feature_maps(viewmats, Ks, cam.width, cam.height)  # levels x (1, H, W, D)
+            out[name] = [
+                postprocess(
+                    torch.stack([relevance(m[0], q, negatives) for m in maps]).cpu(),
+                    box_size=eval_box_size(cam.width),
+                ).normalised.numpy()
+                for q in embeddings
+            ]
+    return out
