@@ -29,10 +29,13 @@ def test_demo_runs_end_to_end_and_reports_metrics(tmp_path, capsys):
     for name in ("metrics.json", "demo.json", "demo.md", "demo_figure.png"):
         assert (ev / name).stat().st_size > 0, name
     metrics = json.loads((ev / "metrics.json").read_text())
-    if "eval" in result:  # the evaluation stage ran: LERF-OVS numbers by granularity
-        overall = metrics["overall"]
-        assert overall["pairs"] > 0 and 0.0 <= overall["miou"] <= 1.0 and 0.0 <= overall["macc"] <= 1.0
-        assert set(metrics["by_level"]) <= {"subpart", "part", "whole"}
+    overall = metrics["overall"]  # LERF-OVS numbers by granularity
+    assert overall["pairs"] > 0 and 0.0 <= overall["miou"] <= 1.0 and 0.0 <= overall["macc"] <= 1.0
+    assert set(metrics["by_level"]) <= {"subpart", "part", "whole"}
+    # the default baselines ran on the same splats and are in the report next to GAGS
+    assert [row["method"] for row in result["baselines"]] == ["average", "langsplat"]
+    assert all(row["overall"]["pairs"] == overall["pairs"] for row in result["baselines"])
+    assert "gags (this run)" in (ev / "demo.md").read_text()
     # the segments' granularity agreement is measured for every ring that was prepared
     assert set(result["segments"]) == {"far", "mid", "near"}
     assert all(0.0 <= v <= 1.0 for row in result["segments"].values() for v in row.values())

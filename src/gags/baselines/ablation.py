@@ -154,16 +154,27 @@ def run_method(cfg: AblationConfig, spec: MethodSpec, prep: RunFolder, labels: P
     }
 
 
-def prepared_runs(cfg: AblationConfig, prompt_modes: set[str]) -> tuple[Path, dict[str, RunFolder]]:
+def prepared_runs(
+    cfg: AblationConfig,
+    prompt_modes: set[str],
+    scene_dir: Path | None = None,
+    prepared: dict[str, RunFolder] | None = None,
+) -> tuple[Path, dict[str, RunFolder]]:
     """Generate the scene, get its splats, and prepare one run folder per prompt mode (kept when done).
 
-    Returns the scene folder and prompt mode -> ``OUT/prep-<mode>``.
+    ``scene_dir`` reuses an already generated scene; ``prepared`` maps prompt modes to run folders that
+    were already prepared (``gags demo`` passes its own run as ``"gas"``): their splats are shared and
+    only the missing modes are prepared.
+
+    Returns the scene folder and prompt mode -> run folder (``OUT/prep-<mode>`` unless given).
     """
     from gags.splats.train import TrainConfig, train_rgb
     from gags.synthetic.generate import SyntheticConfig, generate_scene
 
-    scene_dir = generate_scene(SyntheticConfig(seed=cfg.seed, width=cfg.width, height=cfg.height))
-    rgb_run = RunFolder(cfg.out / "prep-gas")
+    given = dict(prepared or {})
+    if scene_dir is None:
+        scene_dir = generate_scene(SyntheticConfig(seed=cfg.seed, width=cfg.width, height=cfg.height))
+    rgb_run = given.get("gas", RunFolder(cfg.out / "prep-gas"))
     if cfg.redo or not rgb_run.splats.exists():
         gt = scene_dir / "gt_splats.ply" if cfg.rgb == "import-gt" else None
         train_rgb(
@@ -178,17 +189,24 @@ def prepared_runs(cfg: AblationConfig, prompt_modes: set[str]) -> tuple[Path, di
                 device=cfg.device,
             )
         )
-    return scene_dir, {p: _prepare_folder(cfg, scene_dir, p, rgb_run) for p in sorted(prompt_modes)}
+    missing = sorted(set(prompt_modes) - set(given))
+    return scene_dir, given | {p: _prepare_folder(cfg, scene_dir, p, rgb_run) for p in missing}
 
 
-def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
-    """Run every method of ``cfg.methods``; write and print the table. Returns the rows."""
+def run_ablation(
+    cfg: AblationConfig, scene_dir: Path | None = None, prepared: dict[str, RunFolder] | None = None
+) -> dict[str, Any]:
+    """Run every method of ``cfg.methods``; write and print the table. Returns the rows.
+
+    ``scene_dir`` and ``prepared`` reuse a generated scene and prepared run folders (see
+    :func:`prepared_runs`).
+    """
     unknown = [m for m in cfg.methods if m not in METHOD_SPECS]
     if unknown:
         raise GagsError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHOD_SPECS)}")
     t0 = time.perf_counter()
     specs = [METHOD_SPECS[m] for m in cfg.methods]
-    scene_dir, preps = prepared_runs(cfg, {s.prompts for s in specs})
+    scene_dir, preps = prepared_runs(cfg, {s.prompts for s in specs}, scene_dir, prepared)
     rows = [run_method(cfg, spec, preps[spec.prompts], scene_dir / "labels") for spec in specs]
     result = {
         "config": dataclasses.asdict(cfg),

@@ -52,13 +52,13 @@ def level_codes(view: ViewTargets, codes: torch.Tensor, level: int) -> tuple[tor
 
 def train_langsplat(cfg: DistillConfig) -> dict[str, Any]:
     """Train the autoencoder and the three 3-d fields; write language.pt and splats_language.ply."""
+    from gags.devices import resolve_device
     from gags.distill.train import (
         encoder_spec,
         load_frozen_splats,
         load_training_views,
         peak_memory_mb,
         render_field,
-        resolve_device,
         write_language_outputs,
     )
 

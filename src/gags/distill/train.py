@@ -21,6 +21,7 @@ import torch
 import tyro
 from tqdm import tqdm
 
+from gags.devices import resolve_device
 from gags.distill.decoders import DecoderForm, GaDDecoders, decoder_config
 from gags.distill.losses import ConsistencyForm, DistillLoss, loss_weights
 from gags.distill.objective import LossOptions, Method, fixed_alpha, gad_loss
@@ -83,13 +84,6 @@ class DistillConfig:
     """render backend (auto: gsplat on CUDA, else the portable torch backend)"""
     progress: bool = True
     """show a progress bar"""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def load_frozen_splats(run: RunFolder, device: torch.device) -> Gaussians:

@@ -19,13 +19,14 @@ import torch
 import tyro
 from tqdm import tqdm
 
+from gags.devices import resolve_device
 from gags.errors import GagsError
 from gags.evaluate.labels import FrameLabels, find_levels, match_cameras, read_labels
 from gags.evaluate.metrics import aggregate, localisation_hit, mask_iou, summarise
 from gags.evaluate.report import UNASSIGNED, write_report
 from gags.query.postprocess import BOX_SIZE, MASK_THRESHOLD, postprocess
 from gags.query.relevance import CANONICAL_NEGATIVES, encode_query, relevance
-from gags.query.run import open_language, resolve_device
+from gags.query.run import open_language
 from gags.run import RunFolder
 from gags.scene.cameras import Camera, stack_cameras
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import tyro
 
+from gags.devices import resolve_device
 from gags.errors import GagsError, file_error
 from gags.features.registry import build_encoder
 from gags.io import atomic_path, write_json_atomic
@@ -59,13 +60,6 @@ class QueryConfig:
     """Output folder (default ``RUN/queries/<slug of the text>``)."""
     device: str = "auto"
     """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ..."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def slugify(text: str, max_len: int = 60) -> str:

@@ -30,6 +30,7 @@ import torch
 import tyro
 from tqdm import tqdm
 
+from gags.devices import resolve_device
 from gags.errors import GagsError
 from gags.features.encoder import TextImageEncoder
 from gags.features.store import ImageFeatures, ImageSegments, is_valid_pair, save_features, save_segments
@@ -138,13 +139,6 @@ class PrepareConfig:
 
     def cleanup_config(self) -> CleanupConfig:
         return CleanupConfig(iou_thr=self.nms_iou, score_thr=self.nms_score)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def prepare(

@@ -9,6 +9,7 @@ of ``min(3.33, sqrt(2 ln(255 opacity)))`` standard deviations per axis.
 from __future__ import annotations
 
 import dataclasses
+
 import torch
 
 ALPHA_THRESHOLD = 1.0 / 255.0

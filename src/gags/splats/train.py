@@ -25,6 +25,7 @@ import torch
 import tyro
 from tqdm.auto import tqdm
 
+from gags.devices import resolve_device
 from gags.errors import GagsError
 from gags.io import atomic_path, save_torch_atomic, write_json_atomic
 from gags.run import RunFolder
@@ -194,7 +195,7 @@ def train_rgb(cfg: TrainConfig) -> dict[str, Any]:
     """
     if cfg.iterations < 0 or cfg.batch_size < 1:
         raise GagsError("--iterations must be >= 0 and --batch-size >= 1")
-    device = _pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     run = RunFolder(cfg.out)
     scene_cfg = cfg.scene_config(cfg.data)
     scene = load_scene(scene_cfg)
@@ -473,15 +474,6 @@ def _params_from(g: Gaussians) -> Params:
         "shN": g.sh[:, 1:],
     }
     return {k: torch.nn.Parameter(v.detach().clone().float().contiguous()) for k, v in tensors.items()}
-
-
-def _pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as e:
-        raise GagsError(f"unknown --device {name!r}: {e}") from e
 
 
 def _save_png(path: Path, image: torch.Tensor) -> None:

@@ -1,10 +1,10 @@
 """``gags demo``: the whole pipeline on the built-in synthetic scene, offline, on a CPU.
 
 Steps: generate (or reuse) the scene -> ``train_rgb`` (short) -> ``prepare`` with the oracle
-segmenter and encoder -> ``distill`` -> ``evaluate`` on the scene's LERF-OVS labels, and, when asked
-(``--baselines``), comparison methods through :func:`gags.baselines.ablation.run_ablation` into
-``OUT/baselines``. Stages whose module is not installed are skipped with a note. The report goes
-into ``OUT/eval/``:
+segmenter and encoder -> ``distill`` -> ``evaluate`` on the scene's LERF-OVS labels -> the comparison
+methods of ``--baselines`` (default: averaged features and LangSplat's three fields) through
+:func:`gags.baselines.ablation.run_ablation`, on this run's own splats and segments, into
+``OUT/baselines``. The report goes into ``OUT/eval/``:
 
 - ``metrics.json`` / ``metrics.md`` / ``figure.png``: the evaluation (by granularity);
 - ``demo.json``: timings, RGB quality, the granularity agreement of the prepared segments with the
@@ -15,7 +15,6 @@ into ``OUT/eval/``:
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -67,9 +66,10 @@ class DemoConfig:
     """Free-text queries drawn in the figure (paraphrases welcome: "cup" finds the mug)."""
     cache_dir: Path | None = None
     """Where generated scenes are cached (default ``~/.cache/gags/synthetic``)."""
-    baselines: tuple[str, ...] = ()
-    """Comparison methods to run too (names from gags.baselines.methods, e.g. langsplat uniform-average);
-    they use the full-size scene of the given seed and width/height, in OUT/baselines."""
+    baselines: tuple[str, ...] = ("average", "langsplat")
+    """Comparison methods distilled on this run's splats (names from gags.baselines.methods: average,
+    langsplat, uniform-average, uniform-gad, single-subpart, single-part, single-whole), in OUT/baselines;
+    pass none (``--baselines``) to skip them."""
     device: str = "cpu"
     """Torch device of every stage."""
 
@@ -87,19 +87,11 @@ class DemoConfig:
         )
 
 
-def _available(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
-
-
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run the demo; returns the content of ``eval/demo.json`` plus ``report`` (the markdown path)."""
     run = RunFolder(cfg.out)
     timings: dict[str, float] = {}
-    notes: list[str] = []
-    result: dict[str, Any] = {"config": dataclasses.asdict(cfg), "timings": timings, "notes": notes}
+    result: dict[str, Any] = {"config": dataclasses.asdict(cfg), "timings": timings}
     start = time.perf_counter()
 
     t = time.perf_counter()
@@ -112,31 +104,22 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     result["rgb"] = _train_rgb(cfg, scene_dir)
     timings["train_rgb"] = time.perf_counter() - t
 
-    if _available("gags.segment.prepare"):
-        t = time.perf_counter()
-        _prepare(cfg, scene_dir)
-        timings["prepare"] = time.perf_counter() - t
-        result["segments"] = segment_granularity(run, scene_dir)
-    else:
-        notes.append("prepare: gags.segment.prepare is not installed; skipped")
+    t = time.perf_counter()
+    _prepare(cfg, scene_dir)
+    timings["prepare"] = time.perf_counter() - t
+    result["segments"] = segment_granularity(run, scene_dir)
 
-    if run.segments.exists() and _available("gags.distill.train"):
-        t = time.perf_counter()
-        _distill(cfg)
-        timings["distill"] = time.perf_counter() - t
-    else:
-        notes.append("distill: gags.distill.train is not installed (or prepare was skipped); skipped")
+    t = time.perf_counter()
+    _distill(cfg)
+    timings["distill"] = time.perf_counter() - t
 
-    if run.language.exists() and _available("gags.evaluate.run"):
-        t = time.perf_counter()
-        result["eval"] = _evaluate(cfg, scene_dir)
-        timings["eval"] = time.perf_counter() - t
-    else:
-        notes.append("eval: needs language.pt and gags.evaluate.run; skipped")
+    t = time.perf_counter()
+    result["eval"] = _evaluate(cfg, scene_dir)
+    timings["eval"] = time.perf_counter() - t
 
     if cfg.baselines:
         t = time.perf_counter()
-        result["baselines"] = _baselines(cfg)
+        result["baselines"] = _baselines(cfg, scene_dir)
         timings["baselines"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -144,16 +127,10 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     timings["figure"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
     result["figure"] = str(figure)
-    for note in notes:
-        print(f"note: {note}")
 
     markdown = demo_markdown(result)
     write_json_atomic(run.eval / "demo.json", result)
     write_text_atomic(run.eval / "demo.md", markdown)
-    if "eval" not in result:  # no evaluation: the demo's own numbers are the metrics
-        write_json_atomic(
-            run.eval / "metrics.json", {k: result[k] for k in ("rgb", "segments") if k in result}
-        )
     print(markdown)
     print(f"report: {run.eval / 'demo.md'} (figure {figure})")
     result["report"] = str(run.eval / "demo.md")
@@ -227,7 +204,12 @@ def _evaluate(cfg: DemoConfig, scene_dir: Path) -> dict[str, Any]:
     return {k: metrics[k] for k in ("method", "frames", "overall", "by_level") if k in metrics}
 
 
-def _baselines(cfg: DemoConfig) -> list[dict[str, Any]]:
+def _baselines(cfg: DemoConfig, scene_dir: Path) -> list[dict[str, Any]]:
+    """Each baseline distilled and evaluated on this run's own splats and prepared segments.
+
+    Methods with GaS prompts reuse ``OUT/segments`` and ``OUT/features``; uniform-prompt methods get one
+    extra ``prepare`` into ``OUT/baselines/prep-uniform`` from the same splats.
+    """
     from gags.baselines.ablation import AblationConfig, run_ablation
 
     ablation = AblationConfig(
@@ -237,9 +219,11 @@ def _baselines(cfg: DemoConfig) -> list[dict[str, Any]]:
         width=cfg.width,
         height=cfg.height,
         distill_iterations=cfg.distill_iterations,
+        distill_downscale=cfg.distill_downscale,
+        box_size=eval_box_size(cfg.width),
         device=cfg.device,
     )
-    return run_ablation(ablation)["rows"]
+    return run_ablation(ablation, scene_dir=scene_dir, prepared={"gas": RunFolder(cfg.out)})["rows"]
 
 
 # ----------------------------------------------------------------------------- segment statistics
@@ -338,8 +322,12 @@ def demo_markdown(result: dict[str, Any]) -> str:
             lines.append(
                 f"| {name} | {row.get('pairs', 0)} | {_pct(row.get('miou'))} | {_pct(row.get('macc'))} |"
             )
-    if result["notes"]:
-        lines += [""] + [f"- {n}" for n in result["notes"]]
+    if result.get("baselines") and ev:
+        from gags.baselines.ablation import ablation_markdown
+
+        this_run = {**ev, "model": "3", "method": "gags (this run)", "prompts": "gas", "distill": "gags"}
+        lines += ["", "GAGS against the baselines on the same splats (mIoU / mAcc, %):", ""]
+        lines += [ablation_markdown([this_run, *result["baselines"]]).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -392,7 +380,7 @@ def _relevance_maps(
     run: RunFolder, scene_dir: Path, names: list[str], queries: tuple[str, ...], device: str
 ) -> dict[str, list[np.ndarray]]:
     """view -> one (H, W) normalised relevance per query; empty when the run has no language field."""
-    if not queries or not run.language.exists() or not _available("gags.query.run"):
+    if not queries or not run.language.exists():
         return {}
     import torch
 

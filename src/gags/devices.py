@@ -1,0 +1,17 @@
+"""Device selection shared by every stage."""
+
+from __future__ import annotations
+
+import torch
+
+from gags.errors import GagsError
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; otherwise as torch spells it (``cuda:1``, ``mps``)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as e:
+        raise GagsError(f"unknown --device {name!r}: {e}") from e
