@@ -60,7 +60,7 @@ class SceneOptions:
 
     def scene_config(self, data: Path) -> SceneConfig:
         return SceneConfig(
-            data=Path(data),
+            data=Path(data).resolve(),  # later stages may run from another working directory
             downscale=self.downscale,
             images=self.images,
             holdout_every=self.holdout_every,
