@@ -33,22 +33,9 @@ def main() -> None:
     from gags.synthetic.demo import DemoConfig, run_demo
 
     with tempfile.TemporaryDirectory() as tmp:
-        options: dict = {"out": Path(tmp) / "run"}
-        if not args.cached:
-            options["cache_dir"] = Path(tmp) / "cache"
-        if args.small:
-            options.update(
-                width=64,
-                height=48,
-                n_far=2,
-                n_mid=2,
-                near_per_object=1,
-                density=0.3,
-                n_label_frames=3,
-                rgb_iterations=5,
-                distill_iterations=5,
-            )
-        cfg = DemoConfig(**options)
+        options: dict = {} if args.cached else {"cache_dir": Path(tmp) / "cache"}
+        make = DemoConfig.reduced if args.small else DemoConfig
+        cfg = make(out=Path(tmp) / "run", **options)
         start = time.perf_counter()
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON
             result = run_demo(cfg)
@@ -65,7 +52,6 @@ def main() -> None:
         "eval_by_level": result.get("eval", {}).get("by_level"),
         "segment_level_agreement": result.get("segments"),
         "rgb": result.get("rgb"),
-        "notes": result["notes"],
         "torch_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),

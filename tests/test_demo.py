@@ -10,20 +10,7 @@ from gags.synthetic.demo import DemoConfig, run_demo
 
 
 def test_demo_runs_end_to_end_and_reports_metrics(tmp_path, capsys):
-    cfg = DemoConfig(
-        out=tmp_path / "run",
-        width=64,
-        height=48,
-        n_far=2,
-        n_mid=2,
-        near_per_object=1,
-        density=0.3,
-        n_label_frames=3,
-        rgb_iterations=5,
-        distill_iterations=5,
-        queries=("cup", "pencil"),
-        cache_dir=tmp_path / "cache",
-    )
+    cfg = DemoConfig.reduced(tmp_path / "run", queries=("cup", "pencil"), cache_dir=tmp_path / "cache")
     result = run_demo(cfg)
     ev = tmp_path / "run" / "eval"
     for name in ("metrics.json", "demo.json", "demo.md", "demo_figure.png"):

@@ -24,6 +24,7 @@ from gags.splats.gaussians import Gaussians
 from gags.splats.init import _view_fraction, from_points, random_in_frusta
 from gags.splats.ply import load_ply, save_ply
 from gags.splats.sh import sh0_to_rgb
+from gags.splats.train import params_from
 
 
 def random_gaussians(n: int, degree: int, n_features: int = 0) -> Gaussians:
@@ -197,16 +198,7 @@ def test_random_in_frusta_lies_where_the_cameras_look():
 
 
 def make_params(n: int, degree: int = 1):
-    g = random_gaussians(n, degree)
-    params = {
-        "means": g.means,
-        "quats": g.quats,
-        "scales": g.log_scales,
-        "opacities": g.opacity_logits,
-        "sh0": g.sh[:, :1],
-        "shN": g.sh[:, 1:],
-    }
-    params = {k: torch.nn.Parameter(v.clone()) for k, v in params.items()}
+    params = params_from(random_gaussians(n, degree))
     optimizers = {k: torch.optim.Adam([p], lr=1e-3) for k, p in params.items()}
     loss = sum((p**2).sum() for p in params.values())
     loss.backward()

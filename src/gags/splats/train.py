@@ -226,7 +226,7 @@ class Trainer:
         self.initial: dict[str, Any] | None = None
         init = self._initial_gaussians()
         self.imported_degree = init.sh_degree if cfg.import_ply is not None else None
-        self.params = _params_from(init.to(device))
+        self.params = params_from(init.to(device))
         self.optimizers = self._make_optimizers()
         self.densifier = Densifier(self.schedule.densify, self.extent, len(init), device)
         self.densifier.generator.manual_seed(cfg.seed)
@@ -463,7 +463,7 @@ class Trainer:
 _PARAM_NAMES = ("means", "quats", "scales", "opacities", "sh0", "shN")
 
 
-def _params_from(g: Gaussians) -> Params:
+def params_from(g: Gaussians) -> Params:
     """Trainable parameters (see :mod:`gags.splats.densify` for names and shapes)."""
     tensors = {
         "means": g.means,

@@ -73,6 +73,22 @@ class DemoConfig:
     device: str = "cpu"
     """Torch device of every stage."""
 
+    @classmethod
+    def reduced(cls, out: Path, **overrides: Any) -> DemoConfig:
+        """A tiny demo (64 x 48, 11 views, 5 + 5 steps) that runs every stage in about a minute (tests)."""
+        small: dict[str, Any] = dict(
+            width=64,
+            height=48,
+            n_far=2,
+            n_mid=2,
+            near_per_object=1,
+            density=0.3,
+            n_label_frames=3,
+            rgb_iterations=5,
+            distill_iterations=5,
+        )
+        return cls(out=out, **(small | overrides))
+
     def synthetic(self) -> SyntheticConfig:
         return SyntheticConfig(
             seed=self.seed,
