@@ -79,6 +79,15 @@ def test_tiles_match_dense_images_and_gradients(dtype, C, D, tiling):
         torch.testing.assert_close(g_got / scale, g_ref / scale, atol=100 * tol, rtol=0, msg=name)
 
 
+def _assert_tiles_match_dense(params, values, viewmats, Ks) -> None:
+    """Tiles (8 px, rounds of 4 Gaussians) give the dense reference's image and every gradient."""
+    ref = _render_and_grads(rasterize_dense, params, values, viewmats, Ks)
+    got = _render_and_grads(rasterize_tiles, params, values, viewmats, Ks, tile_size=8, segment=4)
+    torch.testing.assert_close(got[0], ref[0])
+    for g_ref, g_got in zip(ref[2], got[2], strict=True):
+        torch.testing.assert_close(g_got, g_ref)
+
+
 def test_high_opacity_alpha_cap_matches_dense():
     """Opacities above 0.999 hit the alpha cap, whose gradient is zero: same as the reference."""
     params = _params(60, torch.float64, max_opacity=0.99999)
@@ -86,11 +95,7 @@ def test_high_opacity_alpha_cap_matches_dense():
         params[3][:20] = 0.9999
     values = torch.rand(1, 60, 3, dtype=torch.float64).requires_grad_()
     viewmats, Ks = _cameras(1, torch.float64)
-    ref = _render_and_grads(rasterize_dense, params, values, viewmats, Ks)
-    got = _render_and_grads(rasterize_tiles, params, values, viewmats, Ks, tile_size=8, segment=4)
-    torch.testing.assert_close(got[0], ref[0])
-    for g_ref, g_got in zip(ref[2], got[2], strict=True):
-        torch.testing.assert_close(g_got, g_ref)
+    _assert_tiles_match_dense(params, values, viewmats, Ks)
 
 
 def test_saturated_tiles_stop_early_and_still_match_dense():
@@ -106,11 +111,7 @@ def test_saturated_tiles_stop_early_and_still_match_dense():
     ]
     values = torch.rand(1, N, 3, dtype=torch.float64, generator=g).requires_grad_()
     viewmats, Ks = _cameras(1, torch.float64)
-    ref = _render_and_grads(rasterize_dense, params, values, viewmats, Ks)
-    got = _render_and_grads(rasterize_tiles, params, values, viewmats, Ks, tile_size=8, segment=4)
-    torch.testing.assert_close(got[0], ref[0])
-    for g_ref, g_got in zip(ref[2], got[2], strict=True):
-        torch.testing.assert_close(g_got, g_ref)
+    _assert_tiles_match_dense(params, values, viewmats, Ks)
     stats: dict = {}
     proj = project_gaussians(*params, viewmats, Ks, W, H)
     rasterize_tiles(proj, values, W, H, tile_size=8, segment=4, stats=stats)

@@ -73,11 +73,9 @@ def _link_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, copy_function=link, dirs_exist_ok=True)
 
 
-def _prepare_folder(cfg: AblationConfig, scene_dir: Path, prompts: str, rgb_run: RunFolder) -> RunFolder:
+def _prepare_folder(cfg: AblationConfig, prompts: str, rgb_run: RunFolder) -> RunFolder:
     """``OUT/prep-<prompts>``: splats and config of ``rgb_run`` plus this prompt mode's segments/features."""
     from gags.segment.prepare import PrepareConfig, prepare
-    from gags.synthetic.oracle_encoder import OracleEncoder
-    from gags.synthetic.oracle_segmenter import OracleSegmenter
 
     run = RunFolder(cfg.out / f"prep-{prompts}")
     if run.root != rgb_run.root and (cfg.redo or not run.splats.exists()):
@@ -94,11 +92,7 @@ def _prepare_folder(cfg: AblationConfig, scene_dir: Path, prompts: str, rgb_run:
             seed=cfg.seed,
             overwrite=cfg.redo,
         )
-        prepare(
-            prep,
-            segmenter=OracleSegmenter(scene_dir, seed=cfg.seed),
-            encoder=OracleEncoder(scene_dir, seed=cfg.seed, device=cfg.device),
-        )
+        prepare(prep)  # the oracles of the run's scene, seeded with cfg.seed
     return run
 
 
@@ -190,7 +184,7 @@ def prepared_runs(
             )
         )
     missing = sorted(set(prompt_modes) - set(given))
-    return scene_dir, given | {p: _prepare_folder(cfg, scene_dir, p, rgb_run) for p in missing}
+    return scene_dir, given | {p: _prepare_folder(cfg, p, rgb_run) for p in missing}
 
 
 def run_ablation(

@@ -337,11 +337,16 @@ def _record(run: RunFolder, cfg: PrepareConfig, segmenter: Segmenter, encoder: T
     run.record_stage("prepare", {"encoder": enc_spec, "segmenter": seg_spec, "config": config})
 
 
+def _oracle_spec(cfg: PrepareConfig, scene) -> dict:
+    """The synthetic oracles of the run's scene, seeded with this stage's seed."""
+    return {"kind": "oracle", "scene": str(scene.source), "seed": cfg.seed}
+
+
 def _default_segmenter(cfg: PrepareConfig, scene, device: torch.device) -> Segmenter:
     from gags.features.registry import build_segmenter
 
     if cfg.segmenter == "oracle":
-        return build_segmenter({"kind": "oracle", "scene": str(scene.source)}, str(device))
+        return build_segmenter(_oracle_spec(cfg, scene), str(device))
     return build_segmenter(sam_spec(cfg.sam_config()), str(device))
 
 
@@ -349,6 +354,6 @@ def _default_encoder(cfg: PrepareConfig, scene, device: torch.device) -> TextIma
     from gags.features.registry import build_encoder
 
     if cfg.encoder == "oracle":
-        return build_encoder({"kind": "oracle", "scene": str(scene.source)}, str(device))
+        return build_encoder(_oracle_spec(cfg, scene), str(device))
     pretrained = None if cfg.clip_pretrained.lower() == "none" else cfg.clip_pretrained
     return build_encoder({"kind": "openclip", "model": cfg.clip_model, "pretrained": pretrained}, str(device))

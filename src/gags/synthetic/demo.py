@@ -121,7 +121,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     timings["train_rgb"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    _prepare(cfg, scene_dir)
+    _prepare(cfg)
     timings["prepare"] = time.perf_counter() - t
     result["segments"] = segment_granularity(run, scene_dir)
 
@@ -176,16 +176,12 @@ def _train_rgb(cfg: DemoConfig, scene_dir: Path) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
 
 
-def _prepare(cfg: DemoConfig, scene_dir: Path) -> dict[str, Any]:
+def _prepare(cfg: DemoConfig) -> dict[str, Any]:
     from gags.segment.prepare import PrepareConfig, prepare
-    from gags.synthetic.oracle_encoder import OracleEncoder
-    from gags.synthetic.oracle_segmenter import OracleSegmenter
 
-    prep = PrepareConfig(run=cfg.out, segmenter="oracle", encoder="oracle", device=cfg.device, seed=cfg.seed)
+    # the oracle segmenter and encoder of the run's (synthetic) scene, seeded with cfg.seed
     return prepare(
-        prep,
-        segmenter=OracleSegmenter(scene_dir, seed=cfg.seed),
-        encoder=OracleEncoder(scene_dir, seed=cfg.seed, device=cfg.device),
+        PrepareConfig(run=cfg.out, segmenter="oracle", encoder="oracle", device=cfg.device, seed=cfg.seed)
     )
 
 
