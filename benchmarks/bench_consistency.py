@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gags.run import RunFolder
-from gags.segment.prepare import PrepareConfig, prepare
+from gags.runfolder import RunFolder
+from gags.stages.prepare import PrepareConfig, prepare
 from gags.synthetic import SyntheticConfig, generate_scene
 from gags.synthetic.groundtruth import GroundTruthStore
 

@@ -30,7 +30,7 @@ def main() -> None:
 
     import torch
 
-    from gags.synthetic.demo import DemoConfig, run_demo
+    from gags.stages.demo import DemoConfig, run_demo
 
     with tempfile.TemporaryDirectory() as tmp:
         options: dict = {} if args.cached else {"cache_dir": Path(tmp) / "cache"}

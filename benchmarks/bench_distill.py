@@ -20,12 +20,18 @@ def run_one(run: Path, method: str, iterations: int, downscale: float) -> dict:
     """Distil ``method`` into ``run`` in this process; returns the timing and memory figures."""
     import torch
 
-    from gags.distill.train import DistillConfig, distill
+    from gags.baselines.methods import distill_method
+    from gags.stages.distill import DistillConfig, distill
 
     before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     stats = distill(
         DistillConfig(
-            run=run, method=method, iterations=iterations, downscale=downscale, progress=False, device="cpu"
+            run=run,
+            method=distill_method(method),
+            iterations=iterations,
+            downscale=downscale,
+            progress=False,
+            device="cpu",
         )
     )
     return {
@@ -53,8 +59,8 @@ def main() -> None:
     )  # internal: one method, this process
     args = parser.parse_args()
 
-    from gags.baselines.ablation import AblationConfig, method_folder, prepared_runs
     from gags.baselines.methods import MethodSpec
+    from gags.stages.ablation import AblationConfig, method_folder, prepared_runs
 
     if args.single:
         run = args.out / args.single

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gags.features.openclip import OpenClipEncoder
-from gags.run import RunFolder
+from gags.models.openclip import OpenClipEncoder
+from gags.models.sam import SamConfig, SamSegmenter, build_sam
+from gags.runfolder import RunFolder
 from gags.scene.cameras import Camera
-from gags.segment.prepare import PrepareConfig, prepare_views
-from gags.segment.sam import SamConfig, SamSegmenter, build_sam
 from gags.splats.gaussians import Gaussians
+from gags.stages.prepare import PrepareConfig, prepare_views
 
 W, H = 504, 378
 FERN = (

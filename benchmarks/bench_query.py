@@ -20,12 +20,12 @@ import time
 
 import torch
 
-from gags.baselines.autoencoder import autoencoder_config, build_autoencoder_decoder
-from gags.distill.decoders import build_feature_decoder, decoder_config
+from gags.distill.autoencoder import autoencoder_config
+from gags.distill.decoders import build_decoder, decoder_config
 from gags.distill.field import LanguageField
+from gags.models.segmenter import LEVELS
 from gags.query.postprocess import postprocess
 from gags.query.relevance import relevance
-from gags.segment.segmenter import LEVELS
 from gags.splats.gaussians import Gaussians
 
 
@@ -72,14 +72,14 @@ def build_fields(gaussians: Gaussians, embed_dim: int, seed: int = 0) -> dict[st
     return {
         "gags": LanguageField(
             fields=[torch.randn(n, 16, device=device)],
-            decoder=build_feature_decoder(gags_cfg).to(device).eval(),
+            decoder=build_decoder(gags_cfg).to(device).eval(),
             method="gags",
             levels=("gags",),
             **common,
         ),
         "langsplat": LanguageField(
             fields=[torch.nn.functional.normalize(torch.randn(n, 3, device=device), dim=-1) for _ in LEVELS],
-            decoder=build_autoencoder_decoder(ls_cfg).to(device).eval(),
+            decoder=build_decoder(ls_cfg).to(device).eval(),
             method="langsplat",
             levels=LEVELS,
             **common,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from gags.splats.train import TrainConfig, train_rgb
+from gags.stages.train_rgb import TrainConfig, train_rgb
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SCENES = {

@@ -5,17 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gags.baselines.ablation import ablation_markdown
-from gags.baselines.autoencoder import (
+from gags.baselines.methods import DISTILL_METHODS, METHOD_SPECS, TABLE4
+from gags.distill.autoencoder import (
     Autoencoder,
     autoencoder_loss,
-    build_autoencoder_decoder,
     train_autoencoder,
 )
-from gags.baselines.langsplat import level_codes, masked_l1
-from gags.baselines.methods import METHOD_SPECS, TABLE4
-from gags.distill.objective import METHODS
+from gags.distill.decoders import build_decoder
+from gags.distill.langsplat import level_codes, masked_l1
 from gags.distill.views import ViewTargets
+from gags.stages.ablation import ablation_markdown
 
 
 @pytest.mark.parametrize("dim", [384, 20])
@@ -42,7 +41,7 @@ def test_autoencoder_learns_a_few_clusters():
         trained = autoencoder_loss(ae(x), x)
     assert trained < 0.25 * untrained
     assert last == pytest.approx(float(trained), rel=0.5)
-    decoder = build_autoencoder_decoder({"embed_dim": 16, "in_dim": 3})
+    decoder = build_decoder({"form": "langsplat-autoencoder", "embed_dim": 16, "in_dim": 3})
     decoder.load_state_dict(ae.decoder.state_dict())
     with torch.no_grad():
         cos = (decoder(ae.encoder(centres)) * centres).sum(-1)
@@ -77,7 +76,7 @@ def test_method_table_is_the_papers_table4():
         ("gas", "single-whole"),
         ("gas", "average"),
     ]
-    assert all(m.distill_method in METHODS for m in METHOD_SPECS.values())
+    assert all(m.distill_method in DISTILL_METHODS for m in METHOD_SPECS.values())
 
 
 def test_ablation_markdown_formats_percentages_and_missing_levels():

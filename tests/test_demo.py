@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from gags.synthetic.demo import DemoConfig, run_demo
+from gags.stages.demo import DemoConfig, run_demo
 
 
 def test_demo_runs_end_to_end_and_reports_metrics(tmp_path, capsys):

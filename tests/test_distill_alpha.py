@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from gags.distill.decoders import GaDDecoders
-from gags.distill.objective import LossOptions, fixed_alpha, gad_loss
+from gags.distill.gad import GaD
+from gags.distill.objective import LossOptions, gad_loss
 from gags.distill.views import ViewTargets
 
 K, V, S, D = 4, 6, 8, 10  # objects, views, image side, embedding size
@@ -45,7 +46,7 @@ def _train(form, loss, steps=250, method="gags"):
     decoders = GaDDecoders(form, embed_dim=D, hidden=64, learn_alpha=method == "gags")
     opt = torch.optim.Adam([{"params": [emb], "lr": 1e-2}, {"params": decoders.parameters(), "lr": 2e-3}])
     options = LossOptions(distill_loss=loss)
-    alpha_const = fixed_alpha(method)
+    alpha_const = GaD(alpha="learned" if method == "gags" else method).fixed_alpha()
     for step in range(steps):
         v = step % V
         obj = layouts[v]

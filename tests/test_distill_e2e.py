@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 import torch
 
+from gags.baselines.methods import distill_method as named_method
 from gags.cli import main
 from gags.distill.field import LanguageField
-from gags.distill.train import DistillConfig, distill
+from gags.distill.langsplat import LangSplat
 from gags.errors import GagsError
-from gags.run import RunFolder
+from gags.runfolder import RunFolder
 from gags.splats.ply import load_ply
+from gags.stages.distill import DistillConfig, distill
 
 ITERATIONS = 300
 BACKEND = "dense"  # exact and fastest at these tiny sizes
@@ -27,8 +29,8 @@ BACKEND = "dense"  # exact and fastest at these tiny sizes
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> tuple[Path, Path]:
     """(prepared run folder, scene folder) of a small synthetic scene."""
-    from gags.segment.prepare import PrepareConfig, prepare
-    from gags.splats.train import TrainConfig, train_rgb
+    from gags.stages.prepare import PrepareConfig, prepare
+    from gags.stages.train_rgb import TrainConfig, train_rgb
     from gags.synthetic.generate import SyntheticConfig, generate_scene
     from gags.synthetic.oracle_encoder import OracleEncoder
     from gags.synthetic.oracle_segmenter import OracleSegmenter
@@ -73,7 +75,7 @@ def _copy_run(prepared: Path, dst: Path) -> Path:
 
 
 def _miou(run: Path, scene: Path) -> float:
-    from gags.evaluate.run import EvalConfig, evaluate
+    from gags.stages.evaluate import EvalConfig, evaluate
 
     return evaluate(EvalConfig(run=run, labels=scene / "labels", box_size=6, device="cpu"))["overall"]["miou"]
 
@@ -85,7 +87,13 @@ def test_gags_beats_averaged_features_on_miou(prepared, tmp_path):
     for method in ("gags", "average"):
         folder = _copy_run(run, tmp_path / method)
         stats = distill(
-            DistillConfig(run=folder, method=method, iterations=ITERATIONS, progress=False, backend=BACKEND)
+            DistillConfig(
+                run=folder,
+                method=named_method(method),
+                iterations=ITERATIONS,
+                progress=False,
+                backend=BACKEND,
+            )
         )
         assert np.isfinite(stats["distill"])
         results[method] = _miou(folder, scene)
@@ -111,7 +119,7 @@ def test_distill_outputs_and_language_field_api(prepared, tmp_path):
         ]
     )
     rf = RunFolder(folder)
-    payload = torch.load(rf.language, weights_only=False)
+    payload = torch.load(rf.language, weights_only=True)
     splats = load_ply(rf.splats)
     assert payload["features"].shape == (len(splats), 16)
     assert payload["method"] == "gags" and payload["encoder"]["kind"] == "oracle"
@@ -166,13 +174,18 @@ def test_resume_continues_to_the_same_result(prepared, tmp_path, monkeypatch):
         )
     )
     assert stats["steps_run"] == 6
-    a = torch.load(RunFolder(straight).language, weights_only=False)["features"]
-    b = torch.load(RunFolder(resumed).language, weights_only=False)["features"]
+    a = torch.load(RunFolder(straight).language, weights_only=True)["features"]
+    b = torch.load(RunFolder(resumed).language, weights_only=True)["features"]
     torch.testing.assert_close(a, b)
     with pytest.raises(GagsError, match="method"):
         distill(
             DistillConfig(
-                run=resumed, iterations=14, resume=True, method="average", progress=False, backend=BACKEND
+                run=resumed,
+                iterations=14,
+                resume=True,
+                method=named_method("average"),
+                progress=False,
+                backend=BACKEND,
             )
         )
 
@@ -183,9 +196,8 @@ def test_langsplat_three_fields(prepared, tmp_path):
     distill(
         DistillConfig(
             run=folder,
-            method="langsplat",
+            method=LangSplat(autoencoder_epochs=2),
             iterations=10,
-            autoencoder_epochs=2,
             progress=False,
             backend=BACKEND,
         )

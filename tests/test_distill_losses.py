@@ -11,9 +11,11 @@ from gags.distill.decoders import (
     FeatureDecoder,
     GaDDecoders,
     GranularityDecoder,
-    build_feature_decoder,
+    build_decoder,
     decoder_config,
 )
+from gags.distill.gad import GaD
+from gags.distill.langsplat import LangSplat
 from gags.distill.losses import (
     consistency_loss,
     distill_error,
@@ -23,7 +25,6 @@ from gags.distill.losses import (
     mixed_target,
     region_average,
 )
-from gags.distill.objective import field_level_names, fixed_alpha
 
 
 def _two_pixels():
@@ -109,13 +110,14 @@ def test_loss_schedule_switches_at_the_fraction():
 
 
 def test_fixed_alpha_methods():
-    torch.testing.assert_close(fixed_alpha("average"), torch.full((3,), 1 / 3))
-    torch.testing.assert_close(fixed_alpha("single-part"), torch.tensor([0.0, 1.0, 0.0]))
-    assert fixed_alpha("gags") is None
+    torch.testing.assert_close(GaD(alpha="average").fixed_alpha(), torch.full((3,), 1 / 3))
+    torch.testing.assert_close(GaD(alpha="part").fixed_alpha(), torch.tensor([0.0, 1.0, 0.0]))
+    assert GaD().fixed_alpha() is None
     with pytest.raises(ValueError):
-        fixed_alpha("single-nothing")
-    assert field_level_names("langsplat") == ("subpart", "part", "whole")
-    assert field_level_names("single-whole") == ("whole",)
+        GaD(alpha="nothing").fixed_alpha()
+    assert LangSplat().level_names == ("subpart", "part", "whole")
+    assert GaD(alpha="whole").level_names == ("whole",)
+    assert GaD(alpha="whole").name == "single-whole" and GaD().name == "gags"
 
 
 @pytest.mark.parametrize("embed_dim", [384, 7])
@@ -140,11 +142,11 @@ def test_reference_form_detaches_the_granularity_branch_and_shared_form_does_not
     assert gx.abs().sum() > 0
 
 
-def test_build_feature_decoder_round_trips_state():
+def test_build_decoder_round_trips_state():
     for form in ("shared-two-heads", "reference-two-nets"):
         dec = GaDDecoders(form, embed_dim=9)
         config = decoder_config(form, 9)
-        rebuilt = build_feature_decoder(config)
+        rebuilt = build_decoder(config)
         rebuilt.load_state_dict(dec.feature.state_dict())
         x = torch.randn(3, 16)
         torch.testing.assert_close(rebuilt(x), dec(x)[0])

@@ -15,16 +15,16 @@ import zlib
 import pytest
 import torch
 
-import gags.query.run as query_run
+import gags.stages.query as query_run
 from gags.cli import main
 from gags.errors import GagsError
 from gags.evaluate.labels import read_frame_labels
 from gags.evaluate.metrics import mask_iou
-from gags.evaluate.run import EvalConfig, evaluate
-from gags.query.run import QueryConfig, query
-from gags.run import RunFolder
+from gags.runfolder import RunFolder
 from gags.splats.ply import load_ply, save_ply
 from gags.splats.render import render
+from gags.stages.evaluate import EvalConfig, evaluate
+from gags.stages.query import QueryConfig, query
 
 SYNTHETIC = dict(width=80, height=60, n_far=4, n_mid=4, near_per_object=1, n_label_frames=4, density=0.5)
 DIM = 48

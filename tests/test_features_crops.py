@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gags.features.crops import encode_masked_crops, mask_boxes, masked_square_crops, square_windows
-from gags.features.encoder import TextImageEncoder
+from gags.features.crops import (
+    embed_masks,
+    encode_masked_crops,
+    mask_boxes,
+    masked_square_crops,
+    square_windows,
+)
+from gags.models.encoder import TextImageEncoder
 
 
 def _loop_crop(image: np.ndarray, mask: np.ndarray, size: int) -> np.ndarray:
@@ -80,9 +86,9 @@ def test_encode_masks_batches_and_normalises() -> None:
     masks = torch.zeros(5, 20, 20, dtype=torch.bool)
     masks[0::2, :10] = True
     masks[1::2, 10:] = True
-    feats = _MeanColour().encode_masks(image, masks, image_name="x")
+    feats = embed_masks(_MeanColour(), image, masks, image_name="x")
     assert feats.shape == (5, 3)
     assert torch.allclose(feats.norm(dim=1), torch.ones(5))
     assert feats[0].argmax() == 0 and feats[1].argmax() == 1
     assert torch.allclose(encode_masked_crops(_MeanColour(), image, masks, batch_size=2), feats)
-    assert _MeanColour().encode_masks(image, masks[:0], image_name="x").shape == (0, 3)
+    assert embed_masks(_MeanColour(), image, masks[:0], image_name="x").shape == (0, 3)

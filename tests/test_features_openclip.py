@@ -9,8 +9,8 @@ import pytest
 import torch
 from test_prepare import BlockSegmenter, assert_valid_outputs, run_tiny
 
-from gags.features.openclip import OpenClipEncoder
-from gags.features.registry import build_encoder
+from gags.models.openclip import OpenClipEncoder
+from gags.models.registry import build_encoder
 
 
 @pytest.mark.slow

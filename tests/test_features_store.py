@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from gags.errors import GagsError
-from gags.features.registry import build_encoder, build_segmenter
 from gags.features.store import (
     ImageFeatures,
     ImageSegments,
@@ -20,7 +19,8 @@ from gags.features.store import (
     save_features,
     save_segments,
 )
-from gags.segment import sam
+from gags.models import sam
+from gags.models.registry import build_encoder, build_segmenter
 
 
 def _pair(tmp_path: Path) -> tuple[Path, Path]:

@@ -12,11 +12,11 @@ import torch
 
 from gags.errors import GagsError
 from gags.features.store import check_pair, load_features, load_segments
-from gags.run import RunFolder
+from gags.models.segmenter import MaskProposals
+from gags.runfolder import RunFolder
 from gags.scene.cameras import Camera
-from gags.segment.prepare import PrepareConfig, prepare, prepare_views
-from gags.segment.segmenter import MaskProposals
 from gags.splats.gaussians import Gaussians
+from gags.stages.prepare import PrepareConfig, prepare, prepare_views
 
 # ----------------------------------------------------------------------------- a tiny hand-built view
 

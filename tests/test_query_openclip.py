@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from gags.cli import main
-from gags.distill.decoders import build_feature_decoder, decoder_config
+from gags.distill.decoders import build_decoder, decoder_config
 from gags.distill.field import LanguageField
 from gags.query.postprocess import normalise_relevance
 from gags.query.relevance import CANONICAL_NEGATIVES, relevance
-from gags.run import RunFolder
+from gags.runfolder import RunFolder
 from gags.splats.gaussians import Gaussians
 from gags.splats.ply import load_ply, save_ply
 
@@ -38,7 +38,7 @@ def _tiny_run(root) -> RunFolder:
     torch.save(
         {
             "features": torch.randn(N, 16, generator=g),
-            "decoder": build_feature_decoder(config).state_dict(),
+            "decoder": build_decoder(config).state_dict(),
             "decoder_config": config,
             "granularity_decoder": None,
             "embed_dim": 512,

@@ -11,7 +11,7 @@ from conftest import shared_dataset
 from PIL import Image
 
 from gags.errors import GagsError
-from gags.run import RunFolder
+from gags.runfolder import RunFolder
 from gags.scene import SceneConfig, load_image, load_run_scene, load_scene
 from gags.scene import colmap as colmap_io
 from gags.scene.load import scene_config_from_dict

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from gags.models.sam import remove_small_regions
 from gags.segment.cleanup import CleanupConfig, mask_nms, mask_nms_loop, paint_index_maps
-from gags.segment.sam import remove_small_regions
 
 
 def random_masks(n: int, h: int = 40, w: int = 50, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

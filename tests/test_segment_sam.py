@@ -9,7 +9,7 @@ import pytest
 import torch
 from test_prepare import SIZE, MeanColourEncoder, assert_valid_outputs, run_tiny
 
-from gags.segment.sam import SamConfig, SamSegmenter, build_sam
+from gags.models.sam import SamConfig, SamSegmenter, build_sam
 
 
 @pytest.mark.slow

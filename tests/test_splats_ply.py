@@ -24,7 +24,7 @@ from gags.splats.gaussians import Gaussians
 from gags.splats.init import _view_fraction, from_points, random_in_frusta
 from gags.splats.ply import load_ply, save_ply
 from gags.splats.sh import sh0_to_rgb
-from gags.splats.train import params_from
+from gags.stages.train_rgb import params_from
 
 
 def random_gaussians(n: int, degree: int, n_features: int = 0) -> Gaussians:

@@ -247,7 +247,7 @@ def test_oracle_masks_are_deterministic_noisy_and_scored(scene_dir, views):
 
 
 def test_oracle_specs_rebuild_through_the_registry(scene_dir):
-    from gags.features.registry import build_encoder, build_segmenter
+    from gags.models.registry import build_encoder, build_segmenter
 
     seg = OracleSegmenter(scene_dir, seed=5, miss_rate=0.1)
     rebuilt = build_segmenter(seg.spec, "cpu")

@@ -8,11 +8,11 @@ import pytest
 import torch
 from conftest import shared_dataset
 
-import gags.splats.train as train_mod
+import gags.stages.train_rgb as train_mod
 from gags.errors import GagsError
-from gags.run import RunFolder
+from gags.runfolder import RunFolder
 from gags.splats.ply import load_ply, save_ply
-from gags.splats.train import ImportConfig, Schedule, TrainConfig, train_rgb
+from gags.stages.train_rgb import ImportConfig, Schedule, TrainConfig, train_rgb
 
 
 def fern_config(tmp_path, **changes) -> TrainConfig:
@@ -167,10 +167,9 @@ def _tiny_ply(tmp_path):
 
 
 def test_cli_registers_train_rgb_and_import(tmp_path):
-    from gags.cli import _commands
+    from gags.cli import COMMANDS
 
-    commands = _commands()
-    assert "train-rgb" in commands and "import" in commands
+    assert "train-rgb" in COMMANDS and "import" in COMMANDS
     data = shared_dataset("fern_llff")
     from gags.cli import main
 

@@ -1,130 +1,166 @@
-"""The ``gags`` command: one thin function per subcommand; the work lives in the stage modules.
+"""The ``gags`` command: a thin, lazy face over :mod:`gags.stages`.
 
-Each subcommand takes its stage's configuration dataclass, flattened into ``--option`` flags by
-tyro. Errors meant for users (:class:`gags.errors.GagsError`) are printed without a traceback.
+``gags`` and ``gags --help`` list the subcommands without importing any stage (no torch: it answers
+in a fraction of a second). ``gags NAME ...`` imports only that stage's module, lets tyro parse the
+stage's configuration dataclass (nested sub-configs become ``--group.option`` flags) and calls the
+stage's ``main``. Errors meant for users (:class:`gags.errors.GagsError`) and operating-system errors
+(read-only folder, full disk, ...) are printed as one line, exit code 2; ``--debug`` or
+``GAGS_DEBUG=1`` shows the full traceback instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import os
 import sys
-from collections.abc import Callable
-from typing import Annotated
-
-import tyro
-
-from gags.baselines.ablation import AblationConfig
-from gags.distill.train import DistillConfig
-from gags.errors import GagsError
-from gags.evaluate.run import EvalConfig
-from gags.query.run import QueryConfig
-from gags.scene.load import SceneConfig
-from gags.segment.prepare import PrepareConfig
-from gags.splats import train as splats_train
-from gags.splats.train import ImportConfig, TrainConfig
-from gags.synthetic.demo import DemoConfig
 
 
-def Flat(cls):  # noqa: N802 - reads as a type annotation at the call sites
-    """Annotate a config dataclass so its fields become top-level flags (no ``--cfg.`` prefix)."""
-    return Annotated[cls, tyro.conf.arg(name="")]
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One subcommand: where its stage lives and what it does."""
+
+    module: str
+    config: str
+    function: str
+    help: str
 
 
-def _commands() -> dict[str, Callable[..., object]]:
-    """Name -> function for every subcommand, in pipeline order."""
-    commands: dict[str, Callable[..., object]] = {}
-    # Each stage registers its subcommand here (see the functions below).
-    commands["train-rgb"] = train_rgb
-    commands["import"] = import_splats
-    commands["prepare"] = prepare_run
-    commands["distill"] = distill_run
-    commands["scene"] = scene_info
-    commands["query"] = query_text
-    commands["eval"] = eval_labels
-    commands["demo"] = demo
-    commands["ablation"] = ablation
-    return commands
+#: every subcommand, in pipeline order
+COMMANDS: dict[str, Command] = {
+    "train-rgb": Command(
+        "gags.stages.train_rgb",
+        "TrainConfig",
+        "main",
+        "Train RGB 3D Gaussian splatting from posed images (stage 1).",
+    ),
+    "import": Command(
+        "gags.stages.train_rgb",
+        "ImportConfig",
+        "main_import",
+        "Import a splat PLY (3DGS / gsplat) into a run folder.",
+    ),
+    "prepare": Command(
+        "gags.stages.prepare",
+        "PrepareConfig",
+        "main",
+        "GaS: depth-aware SAM prompts, 3 granularities, CLIP features.",
+    ),
+    "distill": Command(
+        "gags.stages.distill",
+        "DistillConfig",
+        "main",
+        "GaD: distil the 16-d language field (or a baseline's).",
+    ),
+    "query": Command(
+        "gags.stages.query",
+        "QueryConfig",
+        "main",
+        "Query with text: heatmap, point, mask per view; 3D selection.",
+    ),
+    "eval": Command(
+        "gags.stages.evaluate",
+        "EvalConfig",
+        "main",
+        "LERF-OVS protocol: mIoU and localisation accuracy by level.",
+    ),
+    "demo": Command(
+        "gags.stages.demo",
+        "DemoConfig",
+        "main",
+        "Every stage on the built-in synthetic scene (offline, CPU).",
+    ),
+    "ablation": Command(
+        "gags.stages.ablation",
+        "AblationConfig",
+        "main",
+        "The paper's Table 4 (+ LangSplat) on the synthetic scene.",
+    ),
+    "scene": Command(
+        "gags.stages.scene",
+        "SceneConfig",
+        "main",
+        "Describe a data set folder (format, cameras, split) as JSON.",
+    ),
+}
 
 
-def scene_info(cfg: Flat(SceneConfig)) -> None:
-    """Load a data set and print a JSON summary: format, cameras, split, points, image sizes."""
-    import json
-
-    from gags.scene.load import load_scene, scene_summary
-
-    print(json.dumps(scene_summary(load_scene(cfg)), indent=2))
-
-
-def train_rgb(cfg: Flat(TrainConfig)) -> None:
-    """Train RGB 3D Gaussian splatting from posed images (stage 1)."""
-    splats_train.train_rgb(cfg)
-
-
-def import_splats(cfg: Flat(ImportConfig)) -> None:
-    """Import an existing splat PLY (3DGS / gsplat) into a run folder instead of training."""
-    splats_train.train_rgb(cfg.train_config())
+def usage() -> str:
+    """The top-level help text (built without importing any stage)."""
+    width = max(len(n) for n in COMMANDS)
+    lines = [
+        "usage: gags [--debug] COMMAND [--help] ...",
+        "",
+        "Open-vocabulary 3D scene understanding with GAGS (language Gaussian splatting).",
+        "",
+        "commands:",
+    ]
+    lines += [f"  {name:<{width}}  {cmd.help}" for name, cmd in COMMANDS.items()]
+    lines += ["", "`gags COMMAND --help` shows a command's options."]
+    return "\n".join(lines)
 
 
-def prepare_run(cfg: Flat(PrepareConfig)) -> None:
-    """GaS: depth-aware SAM prompts, masks at three granularities, CLIP features per image (stage 2)."""
-    from gags.segment.prepare import prepare
+def run_command(name: str, args: list[str]) -> None:
+    """Parse ``args`` into the stage's config and run it."""
+    import tyro
 
-    summary = prepare(cfg)
-    per = " ".join(f"{k} {v:.2f}s" for k, v in summary.get("per_image", {}).items() if v > 0)
-    print(
-        f"gags prepare: {summary['done']} done, {summary['resumed']} already there, "
-        f"{len(summary['skipped'])} skipped; per image: {per}"
-    )
-
-
-def query_text(cfg: Flat(QueryConfig)) -> None:
-    """Query a run with text: relevance heatmap, point and mask per view; --extract/--delete Gaussians."""
-    from gags.query.run import query
-
-    result = query(cfg)
-    print(f"gags query: wrote {result['out']}")
-
-
-def eval_labels(cfg: Flat(EvalConfig)) -> None:
-    """Evaluate on LERF-OVS labels: mIoU and localisation accuracy per granularity (eval/metrics.*)."""
-    from gags.evaluate.run import evaluate
-
-    metrics = evaluate(cfg)
-    o = metrics["overall"]
-    print(f"gags eval: mIoU {100 * o['miou']:.1f}%, mAcc {100 * o['macc']:.1f}% over {o['pairs']} pairs")
-
-
-def demo(cfg: Flat(DemoConfig)) -> None:
-    """Run every stage on the built-in synthetic scene (offline, CPU) and write a report."""
-    from gags.synthetic.demo import run_demo
-
-    run_demo(cfg)
-
-
-def distill_run(cfg: Flat(DistillConfig)) -> None:
-    """GaD: distil the 16-d language field and its decoders (stage 3); --method picks a baseline."""
-    from gags.distill.train import distill
-
-    m = distill(cfg)
-    print(f"gags distill: {m['method']}, {m['steps_run']} steps in {m['seconds']:.1f}s; wrote {cfg.run}")
-
-
-def ablation(cfg: Flat(AblationConfig)) -> None:
-    """The paper's Table 4 ablation (+ LangSplat) on the synthetic scene; prints the table."""
-    from gags.baselines.ablation import run_ablation
-
-    run_ablation(cfg)
+    command = COMMANDS[name]
+    module = importlib.import_module(command.module)
+    config_type = getattr(module, command.config)
+    function = getattr(module, command.function)
+    cfg = tyro.cli(config_type, args=args, prog=f"gags {name}", description=command.help)
+    function(cfg)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``gags`` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("GAGS_DEBUG", "") not in ("", "0")
+    if "--debug" in args[:1]:
+        debug, args = True, args[1:]
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        return
+    name = args[0]
+    if name not in COMMANDS:
+        print(f"gags: error: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        raise SystemExit(2)
+    from gags.errors import GagsError
+
     try:
-        tyro.extras.subcommand_cli_from_dict(_commands(), args=argv, prog="gags")
+        run_command(name, args[1:])
     except GagsError as e:
+        if debug:
+            raise
         print(f"gags: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as e:
+        if debug:
+            raise
+        print(f"gags: error: {os_error_message(e)}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         print("gags: interrupted; finished outputs are kept and the stage can be resumed", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+def os_error_message(e: OSError) -> str:
+    """One line for an operating-system error: the path(s) and the reason (no traceback)."""
+    import errno
+
+    hints = {
+        errno.EROFS: "the file system is read-only",
+        errno.ENOSPC: "no space left on the device",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+        errno.EEXIST: "it already exists",
+        errno.ENOTDIR: "a path component is a file, not a folder",
+        errno.EISDIR: "it is a folder, not a file",
+        errno.ENOENT: "no such file or folder",
+    }
+    reason = hints.get(e.errno or -1, e.strerror or type(e).__name__)
+    paths = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None)
+    return f"{paths}: {reason}" if paths else f"{reason} ({e})"
 
 
 if __name__ == "__main__":

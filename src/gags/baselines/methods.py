@@ -18,9 +18,30 @@ for ``gags prepare`` and of what ``gags distill --method`` fits:
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
 
-PromptMode = Literal["gas", "uniform"]
+from gags.distill.gad import GaD
+from gags.distill.langsplat import LangSplat
+from gags.distill.methods import DistillMethod
+from gags.errors import GagsError
+from gags.segment.prompts import PromptMode
+
+#: the distillation method of each name used in the table (``gags distill`` takes them as
+#: ``method:gad --alpha ...`` / ``method:langsplat``)
+DISTILL_METHODS: dict[str, DistillMethod] = {
+    "gags": GaD(),
+    "average": GaD(alpha="average"),
+    "single-subpart": GaD(alpha="subpart"),
+    "single-part": GaD(alpha="part"),
+    "single-whole": GaD(alpha="whole"),
+    "langsplat": LangSplat(),
+}
+
+
+def distill_method(name: str) -> DistillMethod:
+    """The method of a table name (``gags``, ``average``, ``single-part``, ``langsplat``, ...)."""
+    if name not in DISTILL_METHODS:
+        raise GagsError(f"unknown method {name!r}; choose one of {', '.join(DISTILL_METHODS)}")
+    return DISTILL_METHODS[name]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +53,11 @@ class MethodSpec:
     distill_method: str
     model: str
     """the paper's label (e.g. ``Table 4 model 3``)"""
+
+    @property
+    def method(self) -> DistillMethod:
+        """The distillation method of this row."""
+        return distill_method(self.distill_method)
 
 
 #: the paper's Table 4 ablation, in its row order

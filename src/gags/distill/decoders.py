@@ -166,11 +166,22 @@ class GaDDecoders(nn.Module):
 
 
 def decoder_config(form: DecoderForm, embed_dim: int, in_dim: int = 16, hidden: int = 256) -> dict:
-    """The dict stored as ``language.pt["decoder_config"]`` that :func:`build_feature_decoder` reads."""
+    """The dict stored as ``language.pt["decoder_config"]`` that :func:`build_decoder` reads."""
     return {"form": form, "embed_dim": int(embed_dim), "in_dim": int(in_dim), "hidden": int(hidden)}
 
 
-def build_feature_decoder(config: dict) -> nn.Module:
-    """The query-time feature decoder described by a :func:`decoder_config` dict."""
-    cls = SharedDecoder if config["form"] == "shared-two-heads" else FeatureDecoder
+def build_decoder(config: dict) -> nn.Module:
+    """The query-time decoder described by a ``decoder_config`` dict (any method's).
+
+    Forms: ``shared-two-heads`` and ``reference-two-nets`` (:func:`decoder_config`, GaD) and
+    ``langsplat-autoencoder`` (:func:`gags.distill.autoencoder.autoencoder_config`).
+    """
+    form = config["form"]
+    if form == "langsplat-autoencoder":
+        from gags.distill.autoencoder import AutoencoderDecoder
+
+        return AutoencoderDecoder(config["embed_dim"], config["in_dim"])
+    if form not in ("shared-two-heads", "reference-two-nets"):
+        raise ValueError(f"unknown decoder form {form!r}")
+    cls = SharedDecoder if form == "shared-two-heads" else FeatureDecoder
     return cls(config["in_dim"], config["embed_dim"], config["hidden"])

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from gags.distill.decoders import build_feature_decoder
-from gags.distill.objective import METHODS, field_level_names
+from gags.distill.decoders import build_decoder
 from gags.errors import file_error
+from gags.models.segmenter import LEVELS
 from gags.splats.gaussians import Gaussians
 from gags.splats.render import Backend, render
 
@@ -25,6 +25,10 @@ from gags.splats.render import Backend, render
 DECODE_CHUNK = 65536
 
 _REQUIRED_KEYS = ("features", "decoder", "decoder_config", "embed_dim", "method")
+
+#: ``language.pt`` files are read with ``torch.load(weights_only=True)``: tensors, dicts, lists,
+#: numbers and strings only, so opening someone else's run folder never runs code.
+REGENERATE = "re-run `gags distill` to regenerate it"
 
 
 @dataclasses.dataclass
@@ -35,7 +39,7 @@ class LanguageField:
         gaussians: the frozen RGB Gaussians (geometry used for rendering).
         fields: one (N, F) per-Gaussian feature tensor per level (F = 16 for GaD, 3 for LangSplat).
         decoder: maps (..., F) -> (..., D) L2-normalised vectors.
-        method: see :data:`gags.distill.objective.METHODS`.
+        method: the method's name (``gags``, ``average``, ``single-part``, ``langsplat``, ...).
         levels: one name per rendered map (e.g. ``("gags",)`` or ``("subpart", "part", "whole")``).
         embed_dim: D, the encoder's dimension.
         encoder: the encoder spec from ``config.json["prepare"]`` (to embed query texts).
@@ -62,33 +66,37 @@ class LanguageField:
         if not path.exists():
             raise file_error(path, "does not exist: run `gags distill` first")
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=False)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
-            raise file_error(path, f"is not a readable language field ({e})") from e
+            raise file_error(
+                path, f"is not a readable language field ({type(e).__name__}: {_first_line(e)}); {REGENERATE}"
+            ) from e
         missing = [k for k in _REQUIRED_KEYS if not isinstance(payload, dict) or k not in payload]
         if missing:
             raise file_error(
                 path, f"is missing {', '.join(missing)}: not a language field written by gags distill"
             )
-        method = payload["method"]
-        if method not in METHODS:
-            raise file_error(path, f"has unknown method {method!r}")
+        method = str(payload["method"])
         splats_path = Path(splats_path) if splats_path is not None else path.parent / "splats.ply"
         gaussians = load_ply(splats_path).detach()
+        levels = _levels(payload, path)
         features = payload["features"]
-        fields = list(features) if method == "langsplat" else [features]
+        fields = list(features) if len(levels) > 1 else [features]
+        if len(fields) != len(levels):
+            raise file_error(path, f"has {len(fields)} feature fields for {len(levels)} levels")
         for f in fields:
-            if f.shape[0] != len(gaussians):
-                raise file_error(
-                    path, f"has features for {f.shape[0]} Gaussians but {splats_path} has {len(gaussians)}"
-                )
+            if not isinstance(f, torch.Tensor) or f.ndim != 2 or f.shape[0] != len(gaussians):
+                got = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
+                raise file_error(path, f"has features {got} but {splats_path} has {len(gaussians)} Gaussians")
+            if not torch.isfinite(f).all():
+                raise file_error(path, f"holds NaN or infinite features; {REGENERATE}")
         decoder = _build_decoder(payload, path)
         field = cls(
             gaussians=gaussians,
             fields=[f.float() for f in fields],
             decoder=decoder.eval(),
             method=method,
-            levels=field_level_names(method),
+            levels=levels,
             embed_dim=int(payload["embed_dim"]),
             encoder=dict(payload.get("encoder") or {}),
             payload=payload,
@@ -155,16 +163,29 @@ class LanguageField:
         return [self.decode(f) for f in self.fields]
 
 
+def _levels(payload: dict, path: Path) -> tuple[str, ...]:
+    """The level names of a field: ``payload["levels"]`` (format 2), else derived from the method
+    name as format 1 (gags <= 0.1) did."""
+    if "levels" in payload:
+        levels = payload["levels"]
+        if not isinstance(levels, list | tuple) or not levels or not all(isinstance(x, str) for x in levels):
+            raise file_error(path, f"has invalid levels {levels!r}; {REGENERATE}")
+        return tuple(levels)
+    method = str(payload["method"])
+    if method == "langsplat":
+        return LEVELS
+    return (method.removeprefix("single-"),)
+
+
 def _build_decoder(payload: dict, path: Path) -> nn.Module:
     config = payload["decoder_config"]
     try:
-        if payload["method"] == "langsplat":
-            from gags.baselines.autoencoder import build_autoencoder_decoder
-
-            decoder = build_autoencoder_decoder(config)
-        else:
-            decoder = build_feature_decoder(config)
+        decoder = build_decoder(config)
         decoder.load_state_dict(payload["decoder"])
-    except (KeyError, RuntimeError, TypeError) as e:
+    except (KeyError, RuntimeError, TypeError, ValueError) as e:
         raise file_error(path, f"has a decoder that does not match its decoder_config ({e})") from e
     return decoder
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200]

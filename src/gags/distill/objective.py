@@ -1,21 +1,11 @@
-"""The GaD objective for one rendered view (paper Eq. 7), and the fixed-alpha methods.
+"""The GaD objective for one rendered view (paper Eq. 7); alpha learned or given (fixed-alpha methods).
 
-``Method`` names what is distilled into the 16-d field:
-
-- ``gags``: learned alpha = softmax(eta) (GaD);
-- ``average``: alpha fixed to 1/3 each, i.e. (f_s + f_p + f_w) / 3 (paper Table 4, models 1 and 7);
-- ``single-subpart`` / ``single-part`` / ``single-whole``: alpha one-hot (Table 4, models 4-6);
-- ``langsplat``: three 3-d fields through an autoencoder (trained by :mod:`gags.baselines.langsplat`).
-
-The fixed-alpha methods match the reference's ``--single_scale {s,m,l,mix}``: alpha is swapped for a
-constant and everything else (region-aware weighting, consistency) stays, with the regions m_f taken
-from the argmax of that constant (the first level on ties, as ``torch.argmax``).
+The methods that use it are :class:`gags.distill.gad.GaD` (learned, averaged or single-level alpha).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
 
 import torch
 
@@ -30,32 +20,7 @@ from gags.distill.losses import (
     region_average,
 )
 from gags.distill.views import ViewTargets
-from gags.segment.segmenter import LEVELS
-
-Method = Literal["gags", "average", "single-subpart", "single-part", "single-whole", "langsplat"]
-METHODS: tuple[str, ...] = ("gags", "average", "single-subpart", "single-part", "single-whole", "langsplat")
-
-
-def fixed_alpha(method: str) -> torch.Tensor | None:
-    """(L,) constant alpha of a fixed-alpha method, or None when alpha is learned (``gags``)."""
-    if method == "gags":
-        return None
-    if method == "average":
-        return torch.full((len(LEVELS),), 1.0 / len(LEVELS))
-    if method.startswith("single-") and method[len("single-") :] in LEVELS:
-        return torch.nn.functional.one_hot(
-            torch.tensor(LEVELS.index(method[len("single-") :])), len(LEVELS)
-        ).float()
-    raise ValueError(f"method {method!r} has no alpha; choose one of {', '.join(METHODS[:-1])}")
-
-
-def field_level_names(method: str) -> tuple[str, ...]:
-    """Names of the feature maps a method's field renders (one per map)."""
-    if method == "langsplat":
-        return LEVELS
-    if method.startswith("single-"):
-        return (method[len("single-") :],)
-    return (method,)
+from gags.models.segmenter import LEVELS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from gags.errors import file_error
-from gags.run import RunFolder
+from gags.models.segmenter import LEVELS
+from gags.runfolder import RunFolder
 from gags.scene.cameras import Camera, stack_cameras
-from gags.segment.segmenter import LEVELS
 
 
 @dataclasses.dataclass

@@ -26,7 +26,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from gags.errors import GagsError, file_error
-from gags.segment.segmenter import LEVELS
+from gags.models.segmenter import LEVELS
 
 #: name of the category -> granularity file looked for next to the label JSONs
 LEVELS_FILE = "levels.json"

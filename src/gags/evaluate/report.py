@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from gags.io import atomic_path, write_json_atomic, write_text_atomic
-from gags.segment.segmenter import LEVELS
+from gags.models.segmenter import LEVELS
 
 #: level name used for categories that no category-to-level file assigns
 UNASSIGNED = "unassigned"

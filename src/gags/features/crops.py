@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gags.features.encoder import TextImageEncoder
+from gags.models.encoder import TextImageEncoder
 
 #: masked-image elements per grid_sample chunk (bounds memory to ~256 MB of float32)
 _CHUNK_ELEMENTS = 1 << 26
@@ -91,3 +91,13 @@ def encode_masked_crops(
         crops = masked_square_crops(img, masks[start : start + batch_size], encoder.image_size)
         out.append(encoder.encode_images(crops).float().cpu())
     return F.normalize(torch.cat(out), dim=-1)
+
+
+def embed_masks(
+    encoder: TextImageEncoder, image: np.ndarray, masks: torch.Tensor, *, image_name: str
+) -> torch.Tensor:
+    """(M, D) embeddings of the masked regions of ``image``: the encoder's own
+    :meth:`~gags.models.encoder.TextImageEncoder.encode_masks` when it has one, else the reference's
+    crops through :func:`encode_masked_crops`."""
+    own = encoder.encode_masks(image, masks, image_name=image_name)
+    return encode_masked_crops(encoder, image, masks) if own is None else own

@@ -67,7 +67,7 @@ def relevance(
 
 
 def encode_query(encoder, texts: list[str], negatives: tuple[str, ...] = CANONICAL_NEGATIVES):
-    """Embed query texts and the negatives with a :class:`~gags.features.encoder.TextImageEncoder`.
+    """Embed query texts and the negatives with a :class:`~gags.models.encoder.TextImageEncoder`.
 
     Returns ``(queries (Q, D), negatives (K, D))``. Raises :class:`~gags.errors.GagsError` for an empty
     or blank query text.

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from gags.errors import GagsError, file_error
-from gags.run import RunFolder
+from gags.runfolder import RunFolder
 from gags.scene import blender, colmap, llff, points_npz
 from gags.scene.cameras import Camera
 from gags.scene.scene import Scene

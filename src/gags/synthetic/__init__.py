@@ -1,7 +1,8 @@
 """Procedural scenes with known ground truth, and oracle models in place of SAM and CLIP.
 
-Nothing of the real pipeline imports this package: it is reached only through ``gags demo``, the
-``oracle`` kind of the model registry, and tests. Attributes load lazily.
+Nothing of the real pipeline imports this package: it is reached only through the stages
+(``gags demo``, ``gags ablation``, and the ``oracle`` model kind that :mod:`gags.synthetic.oracles`
+registers) and tests. Attributes load lazily.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ _EXPORTS = {
     "generate_scene": "gags.synthetic.generate",
     "OracleSegmenter": "gags.synthetic.oracle_segmenter",
     "OracleEncoder": "gags.synthetic.oracle_encoder",
-    "DemoConfig": "gags.synthetic.demo",
-    "run_demo": "gags.synthetic.demo",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,6 +1,6 @@
 """An oracle in place of CLIP: a mask's embedding is the text embedding of the region it shows.
 
-It implements :class:`gags.features.encoder.TextImageEncoder`. For each mask, the ground-truth
+It implements :class:`gags.models.encoder.TextImageEncoder`. For each mask, the ground-truth
 region (of any level) with the highest IoU is found; its name is embedded with the offline
 sentence model (all-MiniLM-L6-v2, D = 384) and perturbed:
 
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from gags.errors import GagsError
-from gags.features.encoder import TextImageEncoder
+from gags.models.encoder import TextImageEncoder
 from gags.synthetic.groundtruth import GroundTruthStore
 from gags.synthetic.oracle_segmenter import view_rng
 from gags.synthetic.text import SentenceEmbedder

@@ -1,6 +1,6 @@
 """An oracle in place of SAM: point-prompted masks at three granularities from the ground truth.
 
-It implements :class:`gags.segment.segmenter.Segmenter` and reproduces, with explicit parameters,
+It implements :class:`gags.models.segmenter.Segmenter` and reproduces, with explicit parameters,
 the behaviour of SAM that GAGS exists to correct (paper, Sec. 3.1):
 
 (a) **Granularity follows apparent size.** SAM's three outputs for a prompt are the three
@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from gags.errors import GagsError
-from gags.segment.segmenter import MaskProposals
+from gags.models.segmenter import MaskProposals
 from gags.synthetic.groundtruth import GroundTruthStore
 
 #: number of candidates in the chain (fragment, subpart, part, whole)

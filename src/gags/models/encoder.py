@@ -31,12 +31,12 @@ class TextImageEncoder(abc.ABC):
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
         """T texts -> (T, D) L2-normalised float32 embeddings."""
 
-    def encode_masks(self, image: np.ndarray, masks: torch.Tensor, *, image_name: str) -> torch.Tensor:
-        """Embed each masked region of ``image`` (H, W, 3) uint8; ``masks`` is (M, H, W) bool -> (M, D).
+    def encode_masks(self, image: np.ndarray, masks: torch.Tensor, *, image_name: str) -> torch.Tensor | None:
+        """Embed each masked region of ``image`` (H, W, 3) uint8 directly; ``masks`` is (M, H, W) bool.
 
-        The default crops each region as the reference code does (background zeroed, box crop,
-        square pad, resize; see :mod:`gags.features.crops`) and calls :meth:`encode_images`.
+        Returns (M, D), or None (the default) to be embedded as CLIP sees a mask: through
+        :func:`gags.features.crops.embed_masks`, which crops each region as the reference code does
+        and calls :meth:`encode_images`. Models that see masks themselves (the synthetic oracle)
+        override this.
         """
-        from gags.features.crops import encode_masked_crops
-
-        return encode_masked_crops(self, image, masks)
+        return None

@@ -24,8 +24,8 @@ from typing import Any, Literal
 from gags.baselines.methods import LANGSPLAT, METHOD_SPECS, TABLE4, MethodSpec
 from gags.errors import GagsError
 from gags.io import write_json_atomic, write_text_atomic
-from gags.run import RunFolder
-from gags.segment.segmenter import LEVELS
+from gags.models.segmenter import LEVELS
+from gags.runfolder import RunFolder
 from gags.splats.render import Backend
 
 
@@ -75,7 +75,7 @@ def _link_tree(src: Path, dst: Path) -> None:
 
 def _prepare_folder(cfg: AblationConfig, prompts: str, rgb_run: RunFolder) -> RunFolder:
     """``OUT/prep-<prompts>``: splats and config of ``rgb_run`` plus this prompt mode's segments/features."""
-    from gags.segment.prepare import PrepareConfig, prepare
+    from gags.stages.prepare import PrepareConfig, prepare
 
     run = RunFolder(cfg.out / f"prep-{prompts}")
     if run.root != rgb_run.root and (cfg.redo or not run.splats.exists()):
@@ -113,8 +113,8 @@ def run_method(cfg: AblationConfig, spec: MethodSpec, prep: RunFolder, labels: P
     """Distil and evaluate one method; returns its metrics (read back when already done)."""
     import json
 
-    from gags.distill.train import DistillConfig, distill
-    from gags.evaluate.run import EvalConfig, evaluate
+    from gags.stages.distill import DistillConfig, distill
+    from gags.stages.evaluate import EvalConfig, evaluate
 
     run = method_folder(cfg, spec, prep)
     metrics_path = run.eval / "metrics.json"
@@ -123,7 +123,7 @@ def run_method(cfg: AblationConfig, spec: MethodSpec, prep: RunFolder, labels: P
         stats = distill(
             DistillConfig(
                 run=run.root,
-                method=spec.distill_method,
+                method=spec.method,
                 iterations=cfg.distill_iterations,
                 downscale=cfg.distill_downscale,
                 seed=cfg.seed,
@@ -162,7 +162,7 @@ def prepared_runs(
 
     Returns the scene folder and prompt mode -> run folder (``OUT/prep-<mode>`` unless given).
     """
-    from gags.splats.train import TrainConfig, train_rgb
+    from gags.stages.train_rgb import TrainConfig, train_rgb
     from gags.synthetic.generate import SyntheticConfig, generate_scene
 
     given = dict(prepared or {})
@@ -233,3 +233,8 @@ def ablation_markdown(rows: list[dict[str, Any]]) -> str:
             cells.append("-" if not block else f"{100 * block[metric]:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def main(cfg: AblationConfig) -> None:
+    """``gags ablation``."""
+    run_ablation(cfg)

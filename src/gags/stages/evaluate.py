@@ -26,9 +26,9 @@ from gags.evaluate.metrics import aggregate, localisation_hit, mask_iou, summari
 from gags.evaluate.report import UNASSIGNED, write_report
 from gags.query.postprocess import BOX_SIZE, MASK_THRESHOLD, postprocess
 from gags.query.relevance import CANONICAL_NEGATIVES, encode_query, relevance
-from gags.query.run import open_language
-from gags.run import RunFolder
+from gags.runfolder import RunFolder
 from gags.scene.cameras import Camera, stack_cameras
+from gags.stages.query import open_language
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -154,3 +154,10 @@ def _by_category(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     out = summarise(records, "category")
     level_of = {r["category"]: r["level"] for r in records}
     return {name: {"level": level_of[name], **row} for name, row in out.items()}
+
+
+def main(cfg: EvalConfig) -> None:
+    """``gags eval``: run and print the overall figures."""
+    metrics = evaluate(cfg)
+    o = metrics["overall"]
+    print(f"gags eval: mIoU {100 * o['miou']:.1f}%, mAcc {100 * o['macc']:.1f}% over {o['pairs']} pairs")

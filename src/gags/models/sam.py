@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from gags.errors import GagsError, file_error
-from gags.segment.segmenter import LEVELS, MaskProposals
+from gags.models.segmenter import LEVELS, MaskProposals
 
 SamModel = Literal["vit_h", "vit_l", "vit_b"]
 
@@ -159,7 +159,7 @@ def remove_small_regions(masks: np.ndarray, area: int, mode: str) -> tuple[np.nd
 
 
 class SamSegmenter:
-    """:class:`~gags.segment.segmenter.Segmenter` backed by ``segment_anything.SamPredictor``.
+    """:class:`~gags.models.segmenter.Segmenter` backed by ``segment_anything.SamPredictor``.
 
     After each :meth:`segment`, ``last_timings`` holds seconds spent in ``sam_encoder`` (the
     image embedding, once per image) and ``sam_decoder`` (prompt decoding and per-level filtering).
@@ -178,7 +178,7 @@ class SamSegmenter:
 
     @property
     def spec(self) -> dict:
-        """What :func:`gags.features.registry.build_segmenter` needs to rebuild this segmenter."""
+        """What :func:`gags.models.registry.build_segmenter` needs to rebuild this segmenter."""
         return sam_spec(self.cfg)
 
     @torch.no_grad()

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from gags.errors import GagsError
-from gags.features.encoder import TextImageEncoder
+from gags.models.encoder import TextImageEncoder
 
 DEFAULT_MODEL = "ViT-B-16"
 DEFAULT_PRETRAINED = "laion2b_s34b_b88k"
@@ -56,7 +56,7 @@ class OpenClipEncoder(TextImageEncoder):
 
     @property
     def spec(self) -> dict:
-        """What :func:`gags.features.registry.build_encoder` needs to rebuild this encoder."""
+        """What :func:`gags.models.registry.build_encoder` needs to rebuild this encoder."""
         return {"kind": "openclip", "model": self.model_name, "pretrained": self.pretrained}
 
     @torch.no_grad()

@@ -104,8 +104,3 @@ def train_autoencoder(
 def autoencoder_config(embed_dim: int, latent_dim: int = LATENT_DIM) -> dict:
     """The ``decoder_config`` stored in a LangSplat ``language.pt``."""
     return {"form": "langsplat-autoencoder", "embed_dim": int(embed_dim), "in_dim": int(latent_dim)}
-
-
-def build_autoencoder_decoder(config: dict) -> AutoencoderDecoder:
-    """The query-time decoder described by :func:`autoencoder_config`."""
-    return AutoencoderDecoder(config["embed_dim"], config["in_dim"])

@@ -24,12 +24,12 @@ import tyro
 
 from gags.devices import resolve_device
 from gags.errors import GagsError, file_error
-from gags.features.registry import build_encoder
 from gags.io import atomic_path, write_json_atomic
+from gags.models.registry import build_encoder
 from gags.query.postprocess import BOX_SIZE, MASK_THRESHOLD, QueryMaps, postprocess
 from gags.query.relevance import CANONICAL_NEGATIVES, encode_query, relevance
 from gags.query.select3d import Selection3D, apply_selection, select_gaussians
-from gags.run import RunFolder
+from gags.runfolder import RunFolder
 from gags.scene.cameras import Camera, stack_cameras
 
 
@@ -261,3 +261,9 @@ def _query_3d(run: RunFolder, field, cfg: QueryConfig, q, negatives, out: Path) 
             save_ply(path, apply_selection(gaussians, mask, mode))
             record[mode] = path.name
     return record
+
+
+def main(cfg: QueryConfig) -> None:
+    """``gags query``: run and print where the outputs went."""
+    result = query(cfg)
+    print(f"gags query: wrote {result['out']}")

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from gags.devices import resolve_device
 from gags.errors import GagsError
 from gags.io import atomic_path, save_torch_atomic, write_json_atomic
-from gags.run import RunFolder
+from gags.runfolder import RunFolder
 from gags.scene.cameras import Camera, stack_cameras
 from gags.scene.images import load_image
 from gags.scene.load import SceneConfig, load_scene
@@ -481,3 +481,13 @@ def _save_png(path: Path, image: torch.Tensor) -> None:
     pixels = (image.detach().cpu().clamp(0, 1).numpy() * 255).round().astype(np.uint8)
     with atomic_path(path) as tmp:
         iio.imwrite(tmp, pixels, extension=".png")
+
+
+def main(cfg: TrainConfig) -> None:
+    """``gags train-rgb``."""
+    train_rgb(cfg)
+
+
+def main_import(cfg: ImportConfig) -> None:
+    """``gags import``: an existing splat PLY into a run folder instead of training."""
+    train_rgb(cfg.train_config())

@@ -3,7 +3,7 @@
 Steps: generate (or reuse) the scene -> ``train_rgb`` (short) -> ``prepare`` with the oracle
 segmenter and encoder -> ``distill`` -> ``evaluate`` on the scene's LERF-OVS labels -> the comparison
 methods of ``--baselines`` (default: averaged features and LangSplat's three fields) through
-:func:`gags.baselines.ablation.run_ablation`, on this run's own splats and segments, into
+:func:`gags.stages.ablation.run_ablation`, on this run's own splats and segments, into
 ``OUT/baselines``. The report goes into ``OUT/eval/``:
 
 - ``metrics.json`` / ``metrics.md`` / ``figure.png``: the evaluation (by granularity);
@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from gags.io import atomic_path, write_json_atomic, write_text_atomic
-from gags.run import RunFolder
+from gags.runfolder import RunFolder
 from gags.synthetic.generate import SyntheticConfig, generate_scene
 from gags.synthetic.groundtruth import LEVELS, GroundTruthStore
 
@@ -157,7 +157,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
 
 def _train_rgb(cfg: DemoConfig, scene_dir: Path) -> dict[str, Any]:
-    from gags.splats.train import TrainConfig, train_rgb
+    from gags.stages.train_rgb import TrainConfig, train_rgb
 
     gt = scene_dir / "gt_splats.ply" if cfg.rgb == "import-gt" else None
     metrics = train_rgb(
@@ -177,7 +177,7 @@ def _train_rgb(cfg: DemoConfig, scene_dir: Path) -> dict[str, Any]:
 
 
 def _prepare(cfg: DemoConfig) -> dict[str, Any]:
-    from gags.segment.prepare import PrepareConfig, prepare
+    from gags.stages.prepare import PrepareConfig, prepare
 
     # the oracle segmenter and encoder of the run's (synthetic) scene, seeded with cfg.seed
     return prepare(
@@ -186,7 +186,7 @@ def _prepare(cfg: DemoConfig) -> dict[str, Any]:
 
 
 def _distill(cfg: DemoConfig) -> dict[str, Any]:
-    from gags.distill.train import DistillConfig, distill
+    from gags.stages.distill import DistillConfig, distill
 
     return distill(
         DistillConfig(
@@ -206,7 +206,7 @@ def eval_box_size(width: int) -> int:
 
 
 def _evaluate(cfg: DemoConfig, scene_dir: Path) -> dict[str, Any]:
-    from gags.evaluate.run import EvalConfig, evaluate
+    from gags.stages.evaluate import EvalConfig, evaluate
 
     metrics = evaluate(
         EvalConfig(
@@ -222,7 +222,7 @@ def _baselines(cfg: DemoConfig, scene_dir: Path) -> list[dict[str, Any]]:
     Methods with GaS prompts reuse ``OUT/segments`` and ``OUT/features``; uniform-prompt methods get one
     extra ``prepare`` into ``OUT/baselines/prep-uniform`` from the same splats.
     """
-    from gags.baselines.ablation import AblationConfig, run_ablation
+    from gags.stages.ablation import AblationConfig, run_ablation
 
     ablation = AblationConfig(
         out=cfg.out / "baselines",
@@ -335,7 +335,7 @@ def demo_markdown(result: dict[str, Any]) -> str:
                 f"| {name} | {row.get('pairs', 0)} | {_pct(row.get('miou'))} | {_pct(row.get('macc'))} |"
             )
     if result.get("baselines") and ev:
-        from gags.baselines.ablation import ablation_markdown
+        from gags.stages.ablation import ablation_markdown
 
         this_run = {**ev, "model": "3", "method": "gags (this run)", "prompts": "gas", "distill": "gags"}
         lines += ["", "GAGS against the baselines on the same splats (mIoU / mAcc, %):", ""]
@@ -398,9 +398,9 @@ def _relevance_maps(
 
     from gags.query.postprocess import postprocess
     from gags.query.relevance import encode_query, relevance
-    from gags.query.run import open_language
     from gags.scene.cameras import stack_cameras
     from gags.scene.load import load_run_scene
+    from gags.stages.query import open_language
 
     dev = torch.device(device)
     field, encoder = open_language(run, dev)
@@ -421,3 +421,8 @@ def _relevance_maps(
                 for q in embeddings
             ]
     return out
+
+
+def main(cfg: DemoConfig) -> None:
+    """``gags demo``."""
+    run_demo(cfg)

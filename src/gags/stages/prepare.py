@@ -6,7 +6,7 @@ Pipeline for each training view (one image at a time, the SAM image embedding co
    (:mod:`gags.segment.depth`);
 2. prompts per patch (paper Eq. 1 or a variant) placed by visible-Gaussian density
    (:mod:`gags.segment.prompts`);
-3. SAM (or the synthetic oracle) -> subpart / part / whole candidates (:mod:`gags.segment.sam`);
+3. SAM (or the synthetic oracle) -> subpart / part / whole candidates (:mod:`gags.models.sam`);
 4. per-level clean-up and index maps (:mod:`gags.segment.cleanup`);
 5. one CLIP feature per kept mask (:mod:`gags.features.crops`);
 6. ``segments/IMAGE.npz`` and ``features/IMAGE.npz``, written atomically (:mod:`gags.features.store`).
@@ -32,15 +32,16 @@ from tqdm import tqdm
 
 from gags.devices import resolve_device
 from gags.errors import GagsError
-from gags.features.encoder import TextImageEncoder
+from gags.features.crops import embed_masks
 from gags.features.store import ImageFeatures, ImageSegments, is_valid_pair, save_features, save_segments
-from gags.run import RunFolder
+from gags.models.encoder import TextImageEncoder
+from gags.models.sam import SamConfig, SamModel, sam_spec
+from gags.models.segmenter import LEVELS, MaskProposals, Segmenter
+from gags.runfolder import RunFolder
 from gags.scene.cameras import Camera, stack_cameras
 from gags.segment.cleanup import CleanupConfig, mask_nms, paint_index_maps
 from gags.segment.depth import md_map, min_visible_depth, render_depths, view_visibility
 from gags.segment.prompts import PromptConfig, PromptMode, make_prompts
-from gags.segment.sam import SamConfig, SamModel, sam_spec
-from gags.segment.segmenter import LEVELS, MaskProposals, Segmenter
 from gags.splats.gaussians import Gaussians
 from gags.splats.render import Backend
 
@@ -283,7 +284,7 @@ def _prepare_view(
     t["cleanup"], clock = _lap(clock)
 
     masks = torch.cat(levels)
-    features = encoder.encode_masks(rgb, masks, image_name=cam.name)
+    features = embed_masks(encoder, rgb, masks, image_name=cam.name)
     level_ids = torch.cat([torch.full((m.shape[0],), i, dtype=torch.int8) for i, m in enumerate(levels)])
     t["clip"], clock = _lap(clock)
 
@@ -343,7 +344,7 @@ def _oracle_spec(cfg: PrepareConfig, scene) -> dict:
 
 
 def _default_segmenter(cfg: PrepareConfig, scene, device: torch.device) -> Segmenter:
-    from gags.features.registry import build_segmenter
+    from gags.models.registry import build_segmenter
 
     if cfg.segmenter == "oracle":
         return build_segmenter(_oracle_spec(cfg, scene), str(device))
@@ -351,9 +352,19 @@ def _default_segmenter(cfg: PrepareConfig, scene, device: torch.device) -> Segme
 
 
 def _default_encoder(cfg: PrepareConfig, scene, device: torch.device) -> TextImageEncoder:
-    from gags.features.registry import build_encoder
+    from gags.models.registry import build_encoder
 
     if cfg.encoder == "oracle":
         return build_encoder(_oracle_spec(cfg, scene), str(device))
     pretrained = None if cfg.clip_pretrained.lower() == "none" else cfg.clip_pretrained
     return build_encoder({"kind": "openclip", "model": cfg.clip_model, "pretrained": pretrained}, str(device))
+
+
+def main(cfg: PrepareConfig) -> None:
+    """``gags prepare``: run and print one summary line."""
+    summary = prepare(cfg)
+    per = " ".join(f"{k} {v:.2f}s" for k, v in summary.get("per_image", {}).items() if v > 0)
+    print(
+        f"gags prepare: {summary['done']} done, {summary['resumed']} already there, "
+        f"{len(summary['skipped'])} skipped; per image: {per}"
+    )

@@ -1,0 +1,1 @@
+"""The two model interfaces (segmenter, image-text encoder), their real adapters and the registry."""

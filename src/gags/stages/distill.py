@@ -1,0 +1,259 @@
+"""``gags distill RUN``: distil the language field of a run (paper Section 3.2 for GaD).
+
+Geometry and colour of ``splats.ply`` are frozen; the method (:mod:`gags.distill.methods`: GaD with
+learned or fixed alpha, or LangSplat's three fields) trains its per-Gaussian features and decoders
+through the shared loop :func:`gags.distill.train.train_field`. Writes ``language.pt`` and
+``splats_language.ply``; ``checkpoints/distill.pt`` allows ``--resume``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import tyro
+
+from gags.devices import resolve_device
+from gags.distill.gad import GaD
+from gags.distill.langsplat import LangSplat
+from gags.distill.methods import DistillContext, DistillMethod, FieldTrainer, TrainedField
+from gags.distill.train import LoopState, train_field
+from gags.distill.views import ViewSampler, ViewTargets, load_all_view_targets
+from gags.errors import GagsError, file_error
+from gags.io import save_torch_atomic
+from gags.runfolder import RunFolder
+from gags.splats.gaussians import Gaussians
+from gags.splats.render import Backend
+
+#: ``method:gad`` (default) or ``method:langsplat`` on the command line
+MethodChoice = (
+    Annotated[GaD, tyro.conf.subcommand("gad", prefix_name=False)]
+    | Annotated[LangSplat, tyro.conf.subcommand("langsplat", prefix_name=False)]
+)
+
+
+@dataclasses.dataclass
+class DistillConfig:
+    """Settings of ``gags distill``. Defaults follow the paper's equations and the reference's settings
+    (spec section 3); deviations say so."""
+
+    run: tyro.conf.Positional[Path]
+    """run folder holding splats.ply, segments/ and features/ (from train-rgb and prepare)"""
+    method: MethodChoice = dataclasses.field(default_factory=GaD)
+    """the distillation method and its own settings: gad (GaD; alpha learned or fixed) or langsplat"""
+    iterations: int = 3000
+    """training steps, one view each. DEVIATION: the paper/reference use 30000 (GPU); 3000 is a CPU default"""
+    downscale: float = 2.0
+    """render and supervise at 1/downscale of the training cameras (reference: -r 2)"""
+    feature_dim: int = 16
+    """per-Gaussian feature size of GaD (reference: 16 = 512 / 32); LangSplat's is fixed at 3 per level"""
+    seed: int = 0
+    """seeds the view order and the initialisation"""
+    resume: bool = False
+    """continue from checkpoints/distill.pt if present"""
+    checkpoint_every: int = 1000
+    """steps between checkpoints (0: only at the end)"""
+    device: str = "auto"
+    """auto (cuda when available, else cpu), cpu, cuda, ..."""
+    backend: Backend = "auto"
+    """render backend (auto: gsplat on CUDA, else the portable torch backend)"""
+    progress: bool = True
+    """show a progress bar"""
+
+
+def load_frozen_splats(run: RunFolder, device: torch.device) -> Gaussians:
+    """The run's RGB Gaussians, detached (geometry and colour stay frozen)."""
+    from gags.splats.ply import load_ply
+
+    path = run.require(run.splats, f"gags train-rgb ... --out {run.root}")
+    gaussians = load_ply(path).detach().to(device)
+    if len(gaussians) == 0:
+        raise file_error(path, "holds no Gaussians")
+    return gaussians
+
+
+def encoder_spec(run: RunFolder) -> dict[str, Any]:
+    """``config.json["prepare"]["encoder"]`` (so queries rebuild the same text encoder)."""
+    prepare = run.read_config().get("prepare")
+    if not isinstance(prepare, dict) or "encoder" not in prepare:
+        raise file_error(run.config, f"has no prepare.encoder entry: run `gags prepare {run.root}` first")
+    return prepare["encoder"]
+
+
+def load_training_views(run: RunFolder, downscale: float, device: torch.device) -> list[ViewTargets]:
+    """The training views' targets at the distillation resolution, on ``device``."""
+    from gags.scene.load import load_run_scene
+
+    scene = load_run_scene(run)
+    if not scene.train_cameras:
+        raise file_error(run.config, "the scene has no training cameras")
+    views = load_all_view_targets(run, scene.train_cameras, downscale)
+    return [
+        dataclasses.replace(
+            v, maps=v.maps.to(device), features=v.features.to(device), valid=v.valid.to(device)
+        )
+        for v in views
+    ]
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process: CUDA allocator peak on GPU, max RSS on CPU (MB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def distill(cfg: DistillConfig) -> dict[str, Any]:
+    """Train the language field of ``cfg.run``; write language.pt and splats_language.ply.
+
+    Returns metrics: iterations, seconds, final loss terms, mean alpha per level, peak memory (MB).
+    """
+    if cfg.iterations < 1:
+        raise GagsError(f"--iterations must be at least 1, got {cfg.iterations}")
+    if cfg.feature_dim < 1:
+        raise GagsError(f"--feature-dim must be at least 1, got {cfg.feature_dim}")
+    run = RunFolder(cfg.run)
+    device = resolve_device(cfg.device)
+    spec = encoder_spec(run)
+    gaussians = load_frozen_splats(run, device)
+    views = load_training_views(run, cfg.downscale, device)
+    embed_dim = int(views[0].features.shape[1])
+    method: DistillMethod = cfg.method
+    t0 = time.perf_counter()
+    ctx = DistillContext(len(gaussians), views, embed_dim, cfg.feature_dim, cfg.iterations, cfg.seed, device)
+    ctx.progress = cfg.progress
+    trainer = method.trainer(ctx)
+    state = LoopState(0, ViewSampler(len(views), cfg.seed))
+
+    ckpt_path = run.checkpoints / "distill.pt"
+    if cfg.resume and ckpt_path.exists():
+        _load_checkpoint(ckpt_path, cfg, trainer, state)
+    start = state.step
+    run.record_stage("distill", cfg)
+
+    stats = train_field(
+        trainer,
+        gaussians,
+        views,
+        cfg.iterations,
+        state,
+        backend=cfg.backend,
+        checkpoint=lambda s: _save_checkpoint(ckpt_path, cfg, trainer, s),
+        checkpoint_every=cfg.checkpoint_every,
+        progress=cfg.progress,
+        desc=f"distill ({method.name})",
+    )
+    seconds = time.perf_counter() - t0
+    _save_checkpoint(ckpt_path, cfg, trainer, state)
+    write_language_outputs(run, gaussians, trainer.result(), method, embed_dim, spec, cfg)
+    return {
+        "method": method.name,
+        "iterations": cfg.iterations,
+        "steps_run": cfg.iterations - start,
+        "seconds": seconds,
+        "peak_memory_mb": peak_memory_mb(device),
+        "views": len(views),
+        "gaussians": len(gaussians),
+        "embed_dim": embed_dim,
+        **stats,
+    }
+
+
+def write_language_outputs(
+    run: RunFolder,
+    gaussians: Gaussians,
+    trained: TrainedField,
+    method: DistillMethod,
+    embed_dim: int,
+    encoder: dict[str, Any],
+    cfg: DistillConfig,
+) -> None:
+    """Write ``language.pt`` (plain tensors and dicts: ``weights_only`` loadable) and
+    ``splats_language.ply`` (splats plus ``semantic[_LEVEL]_i`` channels per level)."""
+    from gags.splats.ply import save_ply
+
+    payload = {
+        "format": 2,
+        "features": torch.stack(trained.features) if len(trained.features) > 1 else trained.features[0],
+        "levels": list(trained.levels),
+        "decoder": {k: v.cpu() for k, v in trained.decoder.state_dict().items()},
+        "decoder_config": trained.decoder_config,
+        "embed_dim": embed_dim,
+        "method": method.name,
+        "encoder": encoder,
+        "config": _plain(dataclasses.asdict(cfg)),
+        **trained.extra,
+    }
+    save_torch_atomic(run.language, payload)
+    prefixes = ["semantic"] if len(trained.features) == 1 else [f"semantic_{n}" for n in trained.levels]
+    channels = torch.cat([f.cpu() for f in trained.features], dim=1)
+    names = [f"{p}_{i}" for p, f in zip(prefixes, trained.features, strict=True) for i in range(f.shape[1])]
+    save_ply(
+        run.splats_language, dataclasses.replace(gaussians.to("cpu"), features=channels, feature_names=names)
+    )
+
+
+def _plain(value: Any) -> Any:
+    """A config dict with paths as strings and tuples as lists (JSON- and weights_only-safe)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+def _resume_key(cfg: DistillConfig) -> dict[str, Any]:
+    """Settings that must match between a checkpoint and the run that resumes it."""
+    return _plain(
+        {
+            "method": cfg.method.name,
+            "method_settings": dataclasses.asdict(cfg.method),
+            "feature_dim": cfg.feature_dim,
+            "downscale": cfg.downscale,
+            "iterations": cfg.iterations,
+        }
+    )
+
+
+def _save_checkpoint(path: Path, cfg: DistillConfig, trainer: FieldTrainer, state: LoopState) -> None:
+    save_torch_atomic(
+        path, {"config": _resume_key(cfg), "trainer": trainer.state_dict(), **state.state_dict()}
+    )
+
+
+def _load_checkpoint(path: Path, cfg: DistillConfig, trainer: FieldTrainer, state: LoopState) -> None:
+    """Restore a checkpoint into ``trainer`` and ``state``; errors name the file and the mismatch."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
+        raise file_error(
+            path,
+            f"is not a readable distillation checkpoint ({type(e).__name__}); delete it or drop --resume",
+        ) from e
+    if not isinstance(saved, dict) or not {"config", "trainer", "step", "sampler"} <= saved.keys():
+        raise file_error(path, "is not a distillation checkpoint written by gags distill; drop --resume")
+    expected = _resume_key(cfg)
+    for key, value in expected.items():
+        if saved["config"].get(key) != value:
+            raise file_error(
+                path,
+                f"was written with {key}={saved['config'].get(key)!r}, not {value!r}; "
+                "resume with the same settings or drop --resume",
+            )
+    try:
+        trainer.load_state_dict(saved["trainer"])
+        state.sampler.load_state_dict(saved["sampler"])
+    except (KeyError, RuntimeError, TypeError, ValueError) as e:
+        raise file_error(path, f"does not match this run ({e}); drop --resume") from e
+    state.step = min(int(saved["step"]), cfg.iterations)
+
+
+def main(cfg: DistillConfig) -> None:
+    """``gags distill``: run and print one summary line."""
+    m = distill(cfg)
+    print(f"gags distill: {m['method']}, {m['steps_run']} steps in {m['seconds']:.1f}s; wrote {cfg.run}")
