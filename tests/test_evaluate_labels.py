@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -25,6 +27,35 @@ def test_polygon_fill_includes_the_boundary_like_cv2_fillpoly():
     mask = polygon_mask(10, 12, torch.tensor([[2.7, 2], [5, 2], [5, 4.9], [2, 4]]).numpy())
     assert mask.sum() == 12  # rows 2..4 x cols 2..5 after truncation
     assert mask[2:5, 2:6].all()
+
+
+def _noisy_star(n: int, seed: int = 0) -> list[list[float]]:
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    r = np.where(np.arange(n) % 2 == 0, 28.0, 11.0) + rng.normal(0, 2.5, n)
+    return np.stack([40.3 + r * np.cos(t), 31.7 + r * np.sin(t)], 1).tolist()
+
+
+REFERENCE_POLYGONS = {
+    "slanted": [[3.2, 10.9], [50.7, 2.4], [58.99, 14.5], [11.5, 40.01]],
+    "concave": [[5.5, 5.5], [70.2, 5.1], [70.9, 55.3], [40.4, 20.6], [6.1, 58.8]],
+    "self_touching": [[10.5, 10.2], [40.7, 30.3], [70.1, 10.9], [70.6, 50.2], [40.7, 30.3], [10.2, 50.8]],
+    "bow_tie": [[4.4, 4.4], [60.6, 50.1], [60.2, 4.9], [4.9, 50.6]],
+    "thin_sliver": [[2.1, 3.3], [77.8, 9.6], [2.6, 4.2]],
+    "star_200": _noisy_star(200),
+    "outside_image": [[-12.7, -3.5], [95.3, 8.2], [60.6, 71.9], [-0.6, 40.4], [-30.2, 66.0]],
+}
+
+
+@pytest.mark.parametrize("name", list(REFERENCE_POLYGONS))
+def test_polygon_mask_equals_reference_cv2_fillpoly(name):
+    points = REFERENCE_POLYGONS[name]
+    expected = np.zeros((60, 80), dtype=np.uint8)  # LangSplat eval/utils.py polygon_to_mask
+    cv2.fillPoly(expected, [np.asarray(points, dtype=np.int32)], 1)
+    got = polygon_mask(60, 80, np.asarray(points, dtype=np.float64))
+    assert got.dtype == bool and got.shape == (60, 80)
+    np.testing.assert_array_equal(got, expected.astype(bool))
+    assert 0 < got.sum() < got.size
 
 
 def test_read_labels_merges_repeated_categories(tmp_path):

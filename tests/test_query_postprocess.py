@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -12,7 +13,6 @@ from gags.query.postprocess import (
     majority_filter,
     normalise_relevance,
     postprocess,
-    reflect101_indices,
 )
 from gags.query.relevance import relevance
 
@@ -53,17 +53,31 @@ def _reference_smooth(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 7])
-def test_reflect101_indices_match_opencv_for_long_padding(n):
-    got = reflect101_indices(n, 15, 14).tolist()
-    assert got == [_cv2_border_reflect101(p, n) for p in range(-15, n + 14)]
-
-
 @pytest.mark.parametrize("shape,size", [((9, 13), 30), ((40, 35), 30), ((6, 5), 4), ((8, 8), 3)])
 def test_box_filter_matches_cv2_filter2d_semantics(shape, size):
     src = np.random.default_rng(1).random(shape).astype(np.float32)
     got = box_filter(torch.from_numpy(src), size).numpy()
     np.testing.assert_allclose(got, _cv2_filter2d_box(src, size), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(1, 7), (9, 13), (12, 30), (29, 31), (30, 30), (45, 64), (64, 33)])
+def test_box_filter_equals_cv2_filter2d(shape):
+    """Odd and even sizes, smaller than the 30 px kernel (reflection wraps) and larger."""
+    maps = np.random.default_rng(sum(shape)).random((2, *shape)).astype(np.float32)
+    got = box_filter(torch.from_numpy(maps)).numpy()
+    kernel = np.ones((30, 30)) / 900
+    for m, g in zip(maps, got, strict=True):
+        np.testing.assert_allclose(g, cv2.filter2D(m.astype(np.float64), -1, kernel), rtol=0, atol=1e-12)
+        # the reference's own call, in float32: equal up to float32 rounding
+        np.testing.assert_allclose(g, cv2.filter2D(m, -1, kernel), rtol=0, atol=1e-6)
+
+
+def test_box_ties_survive_rounding_and_one_float32_ulp_breaks_them():
+    r = np.zeros((120, 160), dtype=np.float32)
+    r[20:50, 20:50] = r[70:100, 110:140] = 0.9  # two 30x30 plateaus: box30 = 0.9 at one window each
+    assert argmax_points(box_filter(torch.from_numpy(r))).tolist() == [[35, 35], [125, 85]]
+    r[85, 125] = np.nextafter(np.float32(0.9), np.float32(1))
+    assert argmax_points(box_filter(torch.from_numpy(r))).tolist() == [[125, 85]]
 
 
 def test_box_filter_batches_and_gives_exact_ties_on_flat_regions():

@@ -103,3 +103,25 @@ def test_remove_small_regions_batch_matches_per_mask_semantics() -> None:
     assert cleaned[1, 0:3, 0:3].all() and not cleaned[1, 10, 10]
     assert np.array_equal(cleaned[2], masks[2])
     assert changed_i.tolist() == [True, True, False]
+
+
+def test_remove_small_regions_equals_sam_amg() -> None:
+    from scipy.ndimage import gaussian_filter
+    from segment_anything.utils.amg import remove_small_regions as sam_remove_small_regions
+
+    rng = np.random.default_rng(4)
+    blobs = gaussian_filter(rng.normal(size=(24, 48, 64)), (0, 1.5, 1.5))
+    masks = blobs > np.quantile(blobs, np.linspace(0.3, 0.97, 24))[:, None, None]
+    extra = np.zeros((5, 48, 64), dtype=bool)  # SAM's edge cases
+    extra[0, 3:5, 3:5] = True  # one small island: kept, but SAM still reports "changed"
+    extra[1, 3:5, 3:5] = extra[1, 30:32, 40:42] = extra[1, 10, 50] = True  # tied largest: SAM keeps one
+    extra[2, 1, 0:2] = extra[2, 0, 10:12] = True  # a tie where OpenCV's label order is not raster order
+    extra[4] = True  # empty mask (3) and a full one (4)
+    masks = np.concatenate([masks, extra])
+    for mode in ("holes", "islands"):
+        for area in (0, 10, 100):
+            got, changed = remove_small_regions(masks, area, mode)
+            for i, mask in enumerate(masks):
+                expected, expected_changed = sam_remove_small_regions(mask, area, mode)
+                np.testing.assert_array_equal(got[i], expected, err_msg=f"{mode} {area} mask {i}")
+                assert changed[i] == expected_changed, (mode, area, i)

@@ -5,11 +5,11 @@ One JSON per labelled frame::
     {"info": {"height": H, "width": W, "name": "frame_00001.jpg"},
      "objects": [{"category": "mug", "bbox": [x1, y1, x2, y2], "segmentation": [[x, y], ...]}, ...]}
 
-As in the reference (LangSplat ``eval/evaluate_iou_loc.py``): polygon vertices are truncated to integer
-pixels and filled with their boundary (``cv2.fillPoly``; here Pillow's ``ImageDraw.polygon`` with fill
-and outline, which covers the same pixels for the label polygons); objects that repeat a category are
-merged (mask OR, boxes collected). The frame is identified by ``info.name`` and matched to the scene's
-camera of that image name (see :func:`match_cameras`).
+As in the reference (LangSplat ``eval/evaluate_iou_loc.py`` and ``eval/utils.py::polygon_to_mask``): the
+polygon's vertices are cast to int32 (truncated toward zero) and filled, boundary included, with
+``cv2.fillPoly`` (8-connected edges, no sub-pixel shift), so the masks are the benchmark's pixel for pixel;
+objects that repeat a category are merged (mask OR, boxes collected). The frame is identified by
+``info.name`` and matched to the scene's camera of that image name (see :func:`match_cameras`).
 
 ``levels.json`` next to the labels (or any file given) maps category -> ``subpart`` | ``part`` | ``whole``.
 """
@@ -21,9 +21,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
 from gags.errors import GagsError, file_error
 from gags.models.segmenter import LEVELS
@@ -64,11 +64,14 @@ class FrameLabels:
 
 
 def polygon_mask(height: int, width: int, polygon: np.ndarray) -> np.ndarray:
-    """Fill a polygon (P, 2) of pixel (x, y) vertices into an (H, W) bool mask, boundary included."""
-    vertices = [(int(x), int(y)) for x, y in np.trunc(polygon).astype(np.int64)]
-    image = Image.new("1", (width, height), 0)
-    ImageDraw.Draw(image).polygon(vertices, fill=1, outline=1)
-    return np.array(image, dtype=bool)
+    """Fill a polygon (P, 2) of pixel (x, y) vertices into an (H, W) bool mask, boundary included.
+
+    The reference's ``cv2.fillPoly`` on int32 vertices (float coordinates truncated toward zero);
+    vertices may lie outside the image.
+    """
+    mask = np.zeros((height, width), dtype=np.uint8)
+    cv2.fillPoly(mask, [np.asarray(polygon).astype(np.int32)], 1)
+    return mask.astype(bool)
 
 
 def read_frame_labels(path: Path) -> FrameLabels:

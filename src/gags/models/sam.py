@@ -5,8 +5,7 @@ Each prompt's three multimask outputs become the subpart, part and whole candida
 reference settings (preprocess.py:227-237): predicted IoU > 0.7, stability score >= 0.85 (offset
 1.0), box NMS at 0.7 by predicted IoU, then holes and islands under 100 px removed and a second
 box NMS that prefers unchanged masks. segment_anything's own ``amg`` utilities do the scoring;
-small regions are removed for the whole stack at once with ``scipy.ndimage.label`` (cv2, which
-``amg.remove_small_regions`` needs, is not a dependency).
+small regions are removed as ``amg.remove_small_regions`` does (:func:`remove_small_regions`).
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
+import cv2
 import numpy as np
 import torch
 
@@ -120,41 +120,37 @@ def build_sam(cfg: SamConfig, device: torch.device | str = "cpu") -> torch.nn.Mo
 
 
 def remove_small_regions(masks: np.ndarray, area: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """``amg.remove_small_regions`` for a whole stack at once (8-connectivity).
+    """``amg.remove_small_regions`` on each mask of a stack (8-connectivity).
+
+    The same ``cv2.connectedComponentsWithStats`` call per mask, so the result is SAM's exactly,
+    including which region survives when every island is small and several are the largest (the first
+    in OpenCV's label order, which is not raster order).
 
     Args:
         masks: (M, H, W) bool. area: regions below this many pixels go. mode: ``holes`` or ``islands``.
     Returns:
-        the new (M, H, W) masks and (M,) bool "changed". For ``islands``, a mask whose regions are all
-        small keeps its largest one, as SAM does.
+        the new (M, H, W) masks and (M,) bool "changed", which is SAM's flag: True when the mask had a
+        small region, even if it was kept. For ``islands``, a mask whose regions are all small keeps its
+        largest one, as SAM does.
     """
-    from scipy import ndimage
-
-    if masks.shape[0] == 0 or area <= 0:
-        return masks, np.zeros(masks.shape[0], dtype=bool)
     holes = mode == "holes"
-    working = masks ^ holes
-    structure = np.zeros((3, 3, 3), dtype=bool)
-    structure[1] = True  # connect within a mask, never across masks
-    labels, n = ndimage.label(working, structure=structure)
-    sizes = np.bincount(labels.reshape(-1), minlength=n + 1)
-    small = sizes < area
-    small[0] = False
-    if holes:
-        new = masks | small[labels]
-    else:
-        owner = np.zeros(n + 1, dtype=np.int64)
-        owner[labels.reshape(-1)] = np.repeat(np.arange(masks.shape[0]), labels[0].size)
-        keep = ~small
-        keep[0] = False
-        has_big = np.zeros(masks.shape[0], dtype=bool)
-        np.logical_or.at(has_big, owner[1:], keep[1:])
-        largest = np.zeros(masks.shape[0], dtype=np.int64)
-        np.maximum.at(largest, owner[1:], sizes[1:])
-        rescue = (~has_big[owner]) & (sizes == largest[owner])
-        rescue[0] = False
-        new = (keep | rescue)[labels]
-    changed = (new != masks).reshape(masks.shape[0], -1).any(1)
+    new = masks.copy()
+    changed = np.zeros(masks.shape[0], dtype=bool)
+    for i, mask in enumerate(masks):
+        working = (mask ^ holes).astype(np.uint8)
+        _, regions, stats, _ = cv2.connectedComponentsWithStats(working, connectivity=8)
+        sizes = stats[1:, cv2.CC_STAT_AREA]  # label 0 is the background
+        small = sizes < area
+        if not small.any():
+            continue
+        changed[i] = True
+        if holes:
+            fill = np.concatenate([[True], small])  # label 0 of the inverted mask is the mask itself
+        else:
+            fill = np.concatenate([[False], ~small])
+            if not fill.any():
+                fill[1 + np.argmax(sizes)] = True
+        new[i] = fill[regions]
     return new, changed
 
 

