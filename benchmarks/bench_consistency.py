@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from gags.runfolder import RunFolder
+from gags.segment.prompts import PromptConfig
 from gags.stages.prepare import PrepareConfig, prepare
 from gags.synthetic import SyntheticConfig, generate_scene
 from gags.synthetic.groundtruth import GroundTruthStore
@@ -119,7 +120,7 @@ def main() -> None:
                 backend=args.backend,
                 segmenter="oracle",
                 encoder="oracle",
-                prompts=mode,
+                prompts=PromptConfig(mode=mode),
             )
             summary = prepare(cfg)
             out[mode] = {"consistency": consistency(run, store, rings), "images": summary["done"]}

@@ -23,6 +23,8 @@ from gags.models.openclip import OpenClipEncoder
 from gags.models.sam import SamConfig, SamSegmenter, build_sam
 from gags.runfolder import RunFolder
 from gags.scene.cameras import Camera
+from gags.segment.cleanup import CleanupConfig
+from gags.segment.prompts import PromptConfig
 from gags.splats.gaussians import Gaussians
 from gags.stages.prepare import PrepareConfig, prepare_views
 
@@ -74,7 +76,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = PrepareConfig(
-            run=Path(tmp), device="cpu", backend="torch", n_per_patch=args.n_per_patch, nms_score=-1
+            run=Path(tmp),
+            device="cpu",
+            backend="torch",
+            prompts=PromptConfig(n=args.n_per_patch),
+            cleanup=CleanupConfig(score_thr=-1),
         )
         summary = prepare_views(
             RunFolder(Path(tmp)),

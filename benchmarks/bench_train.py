@@ -20,28 +20,27 @@ from pathlib import Path
 
 import torch
 
+from gags.scene.load import SceneOptions
 from gags.stages.train_rgb import TrainConfig, train_rgb
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SCENES = {
-    "fern": dict(data=DATA / "fern_llff", images="images_8", downscale=16.0),
-    "lego": dict(data=DATA / "lego_blender", downscale=4.0, background=(1.0, 1.0, 1.0)),
+    "fern": dict(data=DATA / "fern_llff", scene=SceneOptions(images="images_8", downscale=16.0)),
+    "lego": dict(data=DATA / "lego_blender", scene=SceneOptions(downscale=4.0, background=(1.0, 1.0, 1.0))),
 }
 
 
 def run_scene(name: str, out: Path, iterations: int | None, max_gaussians: int | None) -> dict:
-    overrides = {"iterations": iterations, "max_gaussians": max_gaussians}
-    cfg = TrainConfig(
-        out=out / name,
-        progress=False,
-        **SCENES[name],
-        **{k: v for k, v in overrides.items() if v is not None},
-    )
+    cfg = TrainConfig(out=out / name, progress=False, **SCENES[name])
+    if iterations is not None:
+        cfg.iterations = iterations
+    if max_gaussians is not None:
+        cfg.densify.max_gaussians = max_gaussians
     start = time.perf_counter()
     metrics = train_rgb(cfg)
     return {
         "iterations": cfg.iterations,
-        "max_gaussians": cfg.max_gaussians,
+        "max_gaussians": cfg.densify.max_gaussians,
         "image_size": metrics["image_size"],
         "initial_psnr": round(metrics["initial"]["psnr"], 3),
         "psnr": round(metrics["final"]["psnr"], 3),

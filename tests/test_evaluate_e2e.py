@@ -15,8 +15,9 @@ import zlib
 import pytest
 import torch
 
-import gags.stages.query as query_run
+import gags.models.registry as registry
 from gags.cli import main
+from gags.distill.field import LanguageField
 from gags.errors import GagsError
 from gags.evaluate.labels import read_frame_labels
 from gags.evaluate.metrics import mask_iou
@@ -57,6 +58,10 @@ class OracleField:
     def levels(self) -> int:
         return len(self.level_features)
 
+    @property
+    def device(self) -> torch.device:
+        return self.gaussians.device
+
     def render_feature_maps(self, viewmats, Ks, width, height) -> list[torch.Tensor]:
         g = dataclasses.replace(self.gaussians, features=torch.cat(self.level_features, 1), feature_names=[])
         maps = render(g, viewmats, Ks, width, height, render_rgb=False, render_features=True).features
@@ -90,8 +95,8 @@ def _make_run(tmp_path, synthetic, monkeypatch, field) -> RunFolder:
     run.record_stage("scene", {"data": str(folder)})
     save_ply(run.splats, gaussians)
     torch.save({}, run.language)
-    monkeypatch.setattr(query_run, "load_field", lambda run, device: field)
-    monkeypatch.setattr(query_run, "build_encoder", lambda spec, device: HashEncoder())
+    monkeypatch.setattr(LanguageField, "load", lambda *args, **kwargs: field)
+    monkeypatch.setattr(registry, "build_encoder", lambda spec, device: HashEncoder())
     return run
 
 
@@ -162,17 +167,17 @@ def test_query_errors_name_what_is_missing(tmp_path, synthetic, monkeypatch):
     field = _oracle_field(synthetic, (2,), "gags")
     run = _make_run(tmp_path, synthetic, monkeypatch, field)
     with pytest.raises(GagsError, match="empty query"):
-        query(QueryConfig(run=run.root, text="  "))
+        query(QueryConfig(run=run.root, texts=("  ",)))
     with pytest.raises(GagsError, match='--view "nope" is not an image'):
-        query(QueryConfig(run=run.root, text="mug", view=("nope",)))
+        query(QueryConfig(run=run.root, texts=("mug",), view=("nope",)))
     field.encoder = None
     with pytest.raises(GagsError, match="run `gags prepare`"):
-        query(QueryConfig(run=run.root, text="mug"))
+        query(QueryConfig(run=run.root, texts=("mug",)))
     monkeypatch.undo()
     bare = RunFolder(tmp_path / "bare")
     bare.root.mkdir()
     with pytest.raises(GagsError, match=r"language.pt does not exist: run `gags distill`"):
-        query(QueryConfig(run=bare.root, text="mug"))
+        query(QueryConfig(run=bare.root, texts=("mug",)))
     with pytest.raises(SystemExit) as exit_info:
         main(["query", str(bare.root), "mug"])
     assert exit_info.value.code == 2

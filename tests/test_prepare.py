@@ -15,6 +15,7 @@ from gags.features.store import check_pair, load_features, load_segments
 from gags.models.segmenter import MaskProposals
 from gags.runfolder import RunFolder
 from gags.scene.cameras import Camera
+from gags.segment.prompts import PromptConfig
 from gags.splats.gaussians import Gaussians
 from gags.stages.prepare import PrepareConfig, prepare, prepare_views
 
@@ -103,7 +104,9 @@ class MeanColourEncoder:
 
 
 def test_prepare_views_writes_valid_files_and_resumes(tmp_path: Path) -> None:
-    run, summary = run_tiny(tmp_path, BlockSegmenter(), MeanColourEncoder(), grid=4, n_per_patch=2)
+    run, summary = run_tiny(
+        tmp_path, BlockSegmenter(), MeanColourEncoder(), prompts=PromptConfig(grid=4, n=2)
+    )
     assert summary["done"] == 1 and summary["skipped"] == {}
     assert_valid_outputs(run, "view.png", 3)
     seg, feats = load_segments(run.segment_file("view.png")), load_features(run.feature_file("view.png"))
@@ -112,11 +115,11 @@ def test_prepare_views_writes_valid_files_and_resumes(tmp_path: Path) -> None:
     config = json.loads(run.config.read_text())["prepare"]
     assert config["encoder"] == {"kind": "mean-colour"} and config["segmenter"] == {"kind": "blocks"}
     before = run.feature_file("view.png").stat().st_mtime_ns
-    _, again = run_tiny(tmp_path, BlockSegmenter(), MeanColourEncoder(), grid=4, n_per_patch=2)
+    _, again = run_tiny(tmp_path, BlockSegmenter(), MeanColourEncoder(), prompts=PromptConfig(grid=4, n=2))
     assert again["resumed"] == 1 and again["done"] == 0
     assert run.feature_file("view.png").stat().st_mtime_ns == before
     run.feature_file("view.png").write_bytes(b"broken")  # an invalid output is redone
-    _, redo = run_tiny(tmp_path, BlockSegmenter(), MeanColourEncoder(), grid=4, n_per_patch=2)
+    _, redo = run_tiny(tmp_path, BlockSegmenter(), MeanColourEncoder(), prompts=PromptConfig(grid=4, n=2))
     assert redo["done"] == 1
     assert_valid_outputs(run, "view.png", 3)
 
@@ -189,9 +192,8 @@ def test_prepare_synthetic_with_oracle_models(synthetic_run: Path, mode: str, tm
         backend="dense",
         segmenter="oracle",
         encoder="oracle",
-        prompts=mode,
+        prompts=PromptConfig(mode=mode, points_per_side=16),
         view_chunk=2,
-        points_per_side=16,
         limit=3,
     )
     summary = prepare(cfg)

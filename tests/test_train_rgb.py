@@ -11,6 +11,8 @@ from conftest import shared_dataset
 import gags.stages.train_rgb as train_mod
 from gags.errors import GagsError
 from gags.runfolder import RunFolder
+from gags.scene.load import SceneOptions
+from gags.splats.densify import DensifyConfig
 from gags.splats.ply import load_ply, save_ply
 from gags.stages.train_rgb import ImportConfig, Schedule, TrainConfig, train_rgb
 
@@ -21,10 +23,9 @@ def fern_config(tmp_path, **changes) -> TrainConfig:
     base = dict(
         data=data,
         out=tmp_path / "run",
-        images="images_8",
-        downscale=32.0,
+        scene=SceneOptions(images="images_8", downscale=32.0),
         iterations=60,
-        max_gaussians=12000,
+        densify=DensifyConfig(max_gaussians=12000),
         checkpoint_every=30,
         progress=False,
     )
@@ -36,7 +37,9 @@ def test_schedule_scales_the_3dgs_one():
     paper = Schedule.from_config(TrainConfig(data="d", out="o", iterations=30_000))
     assert (paper.densify.start, paper.densify.stop, paper.densify.every) == (500, 15_000, 100)
     assert paper.densify.reset_every == 3000 and paper.sh_up_every == 1000
-    quick = Schedule.from_config(TrainConfig(data="d", out="o", iterations=3000, densify_every=25))
+    quick = Schedule.from_config(
+        TrainConfig(data="d", out="o", iterations=3000, densify=DensifyConfig(every=25))
+    )
     assert (quick.densify.start, quick.densify.stop, quick.densify.every) == (50, 1500, 25)
     assert quick.densify.reset_every == 300 and quick.sh_up_every == 100
 
@@ -75,8 +78,14 @@ class Interrupt:
 
 
 def test_resume_after_interrupt_matches_an_uninterrupted_run(tmp_path, monkeypatch):
-    kwargs = dict(iterations=20, checkpoint_every=8, evaluate=False, downscale=64.0, max_gaussians=12000)
-    kwargs.update(densify_every=6, densify_stop=20)  # refine at 6, 12, 18 (statistics cross the resume)
+    kwargs = dict(
+        iterations=20,
+        checkpoint_every=8,
+        evaluate=False,
+        scene=SceneOptions(images="images_8", downscale=64.0),
+    )
+    # refine at 6, 12, 18 (statistics cross the resume)
+    kwargs.update(densify=DensifyConfig(every=6, stop=20, max_gaussians=12000))
     straight = train_rgb(fern_config(tmp_path / "a", **kwargs))
 
     cfg = fern_config(tmp_path / "b", **kwargs)
@@ -86,11 +95,11 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run(tmp_path, monkeypat
     monkeypatch.undo()
     run = RunFolder(cfg.out)
     assert not run.splats.exists()
-    ckpt = torch.load(run.checkpoints / "latest.pt", weights_only=False)
+    ckpt = torch.load(run.checkpoints / "latest.pt", weights_only=True)
     assert ckpt["step"] == 16  # the last checkpoint before the interruption is intact
 
     resumed = train_rgb(fern_config(tmp_path / "b", resume=True, **kwargs))
-    assert torch.load(run.checkpoints / "latest.pt", weights_only=False)["step"] == 20
+    assert torch.load(run.checkpoints / "latest.pt", weights_only=True)["step"] == 20
     assert resumed["n_gaussians"] == straight["n_gaussians"] != 10091  # densification happened
     a, b = load_ply(tmp_path / "a" / "run" / "splats.ply"), load_ply(run.splats)
     torch.testing.assert_close(a.means, b.means, rtol=1e-4, atol=1e-5)
@@ -113,7 +122,13 @@ class PoisonRender:
 
 
 def test_nan_input_aborts_without_touching_existing_splats(tmp_path, monkeypatch):
-    kwargs = dict(iterations=10, checkpoint_every=5, evaluate=False, downscale=64.0, max_gaussians=12000)
+    kwargs = dict(
+        iterations=10,
+        checkpoint_every=5,
+        evaluate=False,
+        scene=SceneOptions(images="images_8", downscale=64.0),
+        densify=DensifyConfig(max_gaussians=12000),
+    )
     cfg = fern_config(tmp_path, **kwargs)
     train_rgb(cfg)
     run = RunFolder(cfg.out)
@@ -149,7 +164,9 @@ def test_import_keeps_the_splats_and_records_the_scene(tmp_path):
     data = shared_dataset("fern_llff")
     g = load_ply(_tiny_ply(tmp_path))
     out = tmp_path / "imported"
-    cfg = ImportConfig(ply=tmp_path / "tiny.ply", out=out, data=data, images="images_8", downscale=64.0)
+    cfg = ImportConfig(
+        ply=tmp_path / "tiny.ply", out=out, data=data, scene=SceneOptions(images="images_8", downscale=64.0)
+    )
     metrics = train_rgb(cfg.train_config())
     back = load_ply(out / "splats.ply")
     torch.testing.assert_close(back.means, g.means)

@@ -49,13 +49,16 @@ class Camera:
 
         Intrinsics scale with the actual size ratio so that the image plane still spans the image.
         """
-        width = max(1, round(self.width / factor))
-        height = max(1, round(self.height / factor))
-        sx, sy = width / self.width, height / self.height
+        return self.resized(max(1, round(self.width / factor)), max(1, round(self.height / factor)))
+
+    def resized(self, width: int, height: int) -> Camera:
+        """The same view rendered at ``width`` x ``height`` pixels (intrinsics scaled per axis)."""
+        if (self.width, self.height) == (width, height):
+            return self
         K = self.K.copy()
-        K[0] *= sx
-        K[1] *= sy
-        return dataclasses.replace(self, K=K, width=width, height=height)
+        K[0] *= width / self.width
+        K[1] *= height / self.height
+        return dataclasses.replace(self, K=K, width=int(width), height=int(height))
 
 
 def stack_cameras(

@@ -19,11 +19,9 @@ FORMATS = ("colmap", "llff", "blender", "points_npz")
 
 
 @dataclasses.dataclass
-class SceneConfig:
-    """Where the data set is and how to read it."""
+class SceneOptions:
+    """How to read a data set (everything but where it is)."""
 
-    data: Path
-    """Data set folder (COLMAP, LLFF, Blender/nerfstudio) or a points ``.npz`` file."""
     downscale: float = 1.0
     """Divide image sizes and intrinsics by this; COLMAP/LLFF read ``images_N`` if it exists for N = this."""
     images: str | None = None
@@ -33,6 +31,18 @@ class SceneConfig:
     Ignored when a Blender ``transforms_test.json`` gives the eval views."""
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
     """RGB in [0, 1] that transparent (RGBA) images are composited on; white is usual for Blender scenes."""
+
+    def at(self, data: Path) -> SceneConfig:
+        """These options for the data set at ``data`` (made absolute: later stages may run elsewhere)."""
+        return SceneConfig(data=Path(data).resolve(), **dataclasses.asdict(self))
+
+
+@dataclasses.dataclass(kw_only=True)
+class SceneConfig(SceneOptions):
+    """Where the data set is and how to read it."""
+
+    data: Path
+    """Data set folder (COLMAP, LLFF, Blender/nerfstudio) or a points ``.npz`` file."""
 
 
 def detect_format(data: Path) -> str:

@@ -36,9 +36,16 @@ Params = dict[str, torch.nn.Parameter]
 Optimizers = dict[str, torch.optim.Optimizer]
 
 
+#: iteration count of the 3DGS schedule that unset step counts are scaled from
+PAPER_ITERATIONS = 30_000
+
+
 @dataclasses.dataclass
 class DensifyConfig:
     """Thresholds and schedule of adaptive density control (3DGS / gsplat defaults).
+
+    Step counts left at None follow the 3DGS schedule (refine from 500 to 15000 every 100, reset
+    opacity every 3000, of 30000 steps) scaled to the run's length by :meth:`scaled`.
 
     Attributes:
         grad_threshold: mean screen-space gradient norm (NDC units, as 3DGS) above which a Gaussian grows.
@@ -46,8 +53,11 @@ class DensifyConfig:
         prune_opacity: Gaussians below this opacity are removed.
         prune_world_size: after the first opacity reset, Gaussians larger than this x extent are removed.
         prune_screen_size: ... and those whose screen radius exceeded this fraction of the image size.
-        start, stop, every: refine at steps start < s < stop with s % every == 0.
-        reset_every: set every opacity above 2 x prune_opacity down to it every this many steps (< stop).
+        start: first refinement step (default: 500/30000 of the run).
+        stop: refinement stops here (default: 15000/30000 of the run).
+        every: steps between refinements (default: 100/30000 of the run, at least 10).
+        reset_every: steps between opacity resets, each above 2 x prune_opacity set down to it
+            (default: 3000/30000 of the run, at least 3 refinements).
         max_gaussians: cap on the count; 0 = none (a CPU-budget addition, not in 3DGS).
     """
 
@@ -56,11 +66,27 @@ class DensifyConfig:
     prune_opacity: float = 0.005
     prune_world_size: float = 0.1
     prune_screen_size: float = 0.15
-    start: int = 500
-    stop: int = 15_000
-    every: int = 100
-    reset_every: int = 3000
+    start: int | None = None
+    stop: int | None = None
+    every: int | None = None
+    reset_every: int | None = None
     max_gaussians: int = 0
+
+    def scaled(self, iterations: int) -> DensifyConfig:
+        """This config with every unset step count taken from the 3DGS schedule scaled to ``iterations``."""
+        f = iterations / PAPER_ITERATIONS
+
+        def pick(value: int | None, paper: int, minimum: int = 1) -> int:
+            return value if value is not None else max(minimum, round(paper * f))
+
+        every = pick(self.every, 100, minimum=10)
+        return dataclasses.replace(
+            self,
+            start=pick(self.start, 500),
+            stop=pick(self.stop, 15_000),
+            every=every,
+            reset_every=pick(self.reset_every, 3000, minimum=3 * every),
+        )
 
 
 @dataclasses.dataclass
@@ -102,7 +128,7 @@ class Densifier:
     def __init__(
         self, config: DensifyConfig, scene_extent: float, n: int, device: torch.device | str = "cpu"
     ):
-        self.config = config
+        self.config = config.scaled(PAPER_ITERATIONS)  # unset step counts: the 3DGS schedule
         self.scene_extent = float(scene_extent)
         self.stats = DensifyStats.zeros(n, device)
         self.generator = torch.Generator(device="cpu")

@@ -75,6 +75,7 @@ def _link_tree(src: Path, dst: Path) -> None:
 
 def _prepare_folder(cfg: AblationConfig, prompts: str, rgb_run: RunFolder) -> RunFolder:
     """``OUT/prep-<prompts>``: splats and config of ``rgb_run`` plus this prompt mode's segments/features."""
+    from gags.segment.prompts import PromptConfig
     from gags.stages.prepare import PrepareConfig, prepare
 
     run = RunFolder(cfg.out / f"prep-{prompts}")
@@ -87,7 +88,7 @@ def _prepare_folder(cfg: AblationConfig, prompts: str, rgb_run: RunFolder) -> Ru
             run=run.root,
             segmenter="oracle",
             encoder="oracle",
-            prompts=prompts,
+            prompts=PromptConfig(mode=prompts),
             device=cfg.device,
             seed=cfg.seed,
             overwrite=cfg.redo,

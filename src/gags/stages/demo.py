@@ -157,6 +157,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
 
 def _train_rgb(cfg: DemoConfig, scene_dir: Path) -> dict[str, Any]:
+    from gags.splats.densify import DensifyConfig
     from gags.stages.train_rgb import TrainConfig, train_rgb
 
     gt = scene_dir / "gt_splats.ply" if cfg.rgb == "import-gt" else None
@@ -167,7 +168,7 @@ def _train_rgb(cfg: DemoConfig, scene_dir: Path) -> dict[str, Any]:
             import_ply=gt,
             evaluate=gt is None,
             iterations=0 if gt is not None else cfg.rgb_iterations,
-            max_gaussians=cfg.rgb_max_gaussians,
+            densify=DensifyConfig(max_gaussians=cfg.rgb_max_gaussians),
             sh_degree=1,
             seed=cfg.seed,
             device=cfg.device,
@@ -396,33 +397,15 @@ def _relevance_maps(
         return {}
     import torch
 
-    from gags.query.postprocess import postprocess
-    from gags.query.relevance import encode_query, relevance
-    from gags.scene.cameras import stack_cameras
     from gags.scene.load import load_run_scene
-    from gags.stages.query import open_language
+    from gags.stages.query import open_engine
 
-    dev = torch.device(device)
-    field, encoder = open_language(run, dev)
+    engine = open_engine(run, torch.device(device))
     scene = load_run_scene(run)
-    embeddings, negatives = encode_query(encoder, list(queries))
-    embeddings, negatives = embeddings.to(dev), negatives.to(dev)
+    queries = engine.embed(list(queries))
     out: dict[str, list[np.ndarray]] = {}
-    for name in names:
+    for name in names:  # one render per view, shared by every query
         cam = scene.camera_by_name(name)
-        viewmats, Ks = stack_cameras([cam], device=dev)
-        with torch.no_grad():  # one render per view, shared by every query
-            maps = field.render_feature_maps(viewmats, Ks, cam.width, cam.height)  # levels x (1, H, W, D)
-            out[name] = [
-                postprocess(
-                    torch.stack([relevance(m[0], q, negatives) for m in maps]).cpu(),
-                    box_size=eval_box_size(cam.width),
-                ).normalised.numpy()
-                for q in embeddings
-            ]
+        answer = engine.query_view(cam, queries, box_size=eval_box_size(cam.width))
+        out[name] = [m.normalised.numpy() for m in answer.maps]
     return out
-
-
-def main(cfg: DemoConfig) -> None:
-    """``gags demo``."""
-    run_demo(cfg)

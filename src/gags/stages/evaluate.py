@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import torch
 import tyro
 from tqdm import tqdm
 
@@ -24,11 +23,11 @@ from gags.errors import GagsError
 from gags.evaluate.labels import FrameLabels, find_levels, match_cameras, read_labels
 from gags.evaluate.metrics import aggregate, localisation_hit, mask_iou, summarise
 from gags.evaluate.report import UNASSIGNED, write_report
-from gags.query.postprocess import BOX_SIZE, MASK_THRESHOLD, postprocess
-from gags.query.relevance import CANONICAL_NEGATIVES, encode_query, relevance
+from gags.query.maps import QueryEngine
+from gags.query.postprocess import BOX_SIZE, MASK_THRESHOLD
 from gags.runfolder import RunFolder
-from gags.scene.cameras import Camera, stack_cameras
-from gags.stages.query import open_language
+from gags.scene.cameras import Camera
+from gags.stages.query import open_engine
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -52,16 +51,6 @@ class EvalConfig:
     """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ..."""
 
 
-def camera_at_size(camera: Camera, width: int, height: int) -> Camera:
-    """The same view rendered at ``width`` x ``height`` (intrinsics scaled per axis)."""
-    if (camera.width, camera.height) == (width, height):
-        return camera
-    K = camera.K.copy()
-    K[0] *= width / camera.width
-    K[1] *= height / camera.height
-    return dataclasses.replace(camera, K=K, width=width, height=height)
-
-
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Run the protocol, write ``RUN/eval/metrics.{json,md}`` and ``figure.png``; return the metrics."""
     from gags.scene.load import load_run_scene
@@ -73,30 +62,28 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     scene = load_run_scene(run)
     camera_index = match_cameras(frames, [c.name for c in scene.cameras])
     device = resolve_device(cfg.device)
-    field, encoder = open_language(run, device)
+    engine = open_engine(run, device)
 
     categories = sorted({c for f in frames for c in f.categories})
     if not categories:
         raise GagsError(f"{cfg.labels}: the label files name no categories (every 'objects' list is empty)")
-    embeddings, negatives = encode_query(encoder, categories)
-    text = {c: embeddings[i].to(device) for i, c in enumerate(categories)}
-    negatives = negatives.to(device)
+    engine.embed(categories)  # one text-encoder call for every category of every frame
 
     records: list[dict[str, Any]] = []
     start = time.perf_counter()
     for frame, index in tqdm(
         list(zip(frames, camera_index, strict=True)), desc="eval", unit="frame", leave=False
     ):
-        camera = camera_at_size(scene.cameras[index], frame.width, frame.height)
-        records += evaluate_frame(field, frame, camera, text, negatives, levels, cfg.threshold, cfg.box_size)
+        camera = scene.cameras[index].resized(frame.width, frame.height)
+        records += evaluate_frame(engine, frame, camera, levels, cfg.threshold, cfg.box_size)
     seconds = time.perf_counter() - start
 
     metrics = {
-        "method": field.method,
+        "method": engine.field.method,
         "labels": str(cfg.labels),
         "threshold": cfg.threshold,
         "box_size": cfg.box_size,
-        "negatives": list(CANONICAL_NEGATIVES),
+        "negatives": list(engine.negative_texts),
         "frames": len(frames),
         "overall": aggregate(records),
         "by_level": summarise(records, "level"),
@@ -111,11 +98,9 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
 
 
 def evaluate_frame(
-    field,
+    engine: QueryEngine,
     frame: FrameLabels,
     camera: Camera,
-    text: dict[str, torch.Tensor],
-    negatives: torch.Tensor,
     levels: dict[str, str],
     threshold: float = MASK_THRESHOLD,
     box_size: int = BOX_SIZE,
@@ -124,15 +109,10 @@ def evaluate_frame(
     names = list(frame.categories)
     if not names:
         return []
-    queries = torch.stack([text[n] for n in names])  # (Q, D)
-    viewmats, Ks = stack_cameras([camera], device=queries.device)
-    with torch.no_grad():
-        maps = field.render_feature_maps(viewmats, Ks, camera.width, camera.height)  # L x (1, H, W, D)
-        rel = torch.stack([relevance(m[0], queries, negatives) for m in maps], dim=1).cpu()  # (Q, L, H, W)
+    answer = engine.query_view(camera, engine.embed(names), threshold, box_size)
     records = []
-    for k, name in enumerate(names):
+    for name, result in zip(names, answer.maps, strict=True):
         gt = frame.categories[name]
-        result = postprocess(rel[k], threshold, box_size)
         records.append(
             {
                 "frame": frame.name,

@@ -35,13 +35,13 @@ from gags.errors import GagsError
 from gags.features.crops import embed_masks
 from gags.features.store import ImageFeatures, ImageSegments, is_valid_pair, save_features, save_segments
 from gags.models.encoder import TextImageEncoder
-from gags.models.sam import SamConfig, SamModel, sam_spec
+from gags.models.sam import SamConfig, sam_spec
 from gags.models.segmenter import LEVELS, MaskProposals, Segmenter
 from gags.runfolder import RunFolder
 from gags.scene.cameras import Camera, stack_cameras
 from gags.segment.cleanup import CleanupConfig, mask_nms, paint_index_maps
 from gags.segment.depth import md_map, min_visible_depth, render_depths, view_visibility
-from gags.segment.prompts import PromptConfig, PromptMode, make_prompts
+from gags.segment.prompts import PromptConfig, make_prompts
 from gags.splats.gaussians import Gaussians
 from gags.splats.render import Backend
 
@@ -55,91 +55,42 @@ class PrepareConfig:
     """``gags prepare``: segment every training view at three granularities and embed each mask.
 
     Defaults reproduce the paper and the authors' settings (spec sections 1-2) except where noted.
+    Model and algorithm settings are grouped: ``--prompts.*`` (GaS, Eq. 1), ``--sam.*`` (SAM and its
+    thresholds), ``--cleanup.*`` (per-level mask clean-up).
     """
 
-    #: the run folder (needs splats.ply and config.json["scene"] from `gags train-rgb`)
     run: Annotated[Path, tyro.conf.Positional]
-    #: torch device: auto (CUDA when available), cpu, cuda, cuda:1, ...
+    """the run folder (needs splats.ply and config.json["scene"] from `gags train-rgb`)"""
+    prompts: PromptConfig = dataclasses.field(default_factory=PromptConfig)
+    """prompt counts per patch (paper Eq. 1 or a variant) and their placement"""
+    sam: SamConfig = dataclasses.field(default_factory=SamConfig)
+    """SAM backbone, weights and the reference's mask-quality thresholds"""
+    cleanup: CleanupConfig = dataclasses.field(default_factory=CleanupConfig)
+    """per-level clean-up of the masks before they are painted into index maps"""
     device: str = "auto"
-    #: render backend for depth maps
+    """torch device: auto (CUDA when available), cpu, cuda, cuda:1, ..."""
     backend: Backend = "auto"
-    #: prompt counts: gas (paper Eq. 1), gas-reference (authors' code), uniform (no GaS, LangSplat grid)
-    prompts: PromptMode = "gas"
-    #: patches per image side (reference 8)
-    grid: int = 8
-    #: prompts per patch at the nearest view for `gas` (16, the reference's count at the nearest view)
-    n_per_patch: int = 16
-    #: most prompts in one patch (reference 400 = 20^2)
-    max_per_patch: int = 400
-    #: sub-cells per patch side for density-guided placement (reference 10)
-    subcells: int = 10
-    #: grid side for `uniform` prompts (LangSplat 32)
-    points_per_side: int = 32
-    #: relative depth agreement for the visibility test (reference 0.25)
+    """render backend for depth maps"""
     depth_tolerance: float = 0.25
-    #: views rendered at once for the minimum-depth pass
+    """relative depth agreement for the visibility test (reference 0.25)"""
     view_chunk: int = 8
-    #: segmenter: sam, or oracle (synthetic scenes only)
+    """views rendered at once for the minimum-depth pass"""
     segmenter: Literal["sam", "oracle"] = "sam"
-    #: SAM backbone (paper: vit_h)
-    sam_model: SamModel = "vit_h"
-    #: SAM weights; default: downloaded once into ~/.cache/gags/sam
-    sam_checkpoint: Path | None = None
-    #: random SAM weights (tests and timing only; the masks mean nothing)
-    sam_random_weights: bool = False
-    #: SAM predicted-IoU threshold (reference 0.7)
-    pred_iou_thresh: float = 0.7
-    #: SAM stability-score threshold (reference 0.85)
-    stability_thresh: float = 0.85
-    #: SAM box NMS IoU (reference 0.7)
-    box_nms_thresh: float = 0.7
-    #: holes and islands smaller than this many pixels are removed (reference 100)
-    min_region_area: int = 100
-    #: prompts decoded per SAM batch
-    points_per_batch: int = 64
-    #: clean-up: drop masks overlapping a higher-scored one above this IoU (reference 0.8)
-    nms_iou: float = 0.8
-    #: clean-up: drop masks scoring at most this (stability x predicted IoU; reference 0.7)
-    nms_score: float = 0.7
-    #: encoder: openclip, or oracle (synthetic scenes only)
+    """segmenter: sam, or oracle (synthetic scenes only)"""
     encoder: Literal["openclip", "oracle"] = "openclip"
-    #: open_clip model name
+    """encoder: openclip, or oracle (synthetic scenes only)"""
     clip_model: str = "ViT-B-16"
-    #: open_clip pretrained tag or weights file; `none` = random weights (tests only)
+    """open_clip model name"""
     clip_pretrained: str = "laion2b_s34b_b88k"
-    #: mask crops encoded per batch
+    """open_clip pretrained tag or weights file; `none` = random weights (tests only)"""
     clip_batch_size: int = 64
-    #: seed of the prompt placement (reference 42)
+    """mask crops encoded per batch"""
     seed: int = 42
-    #: redo views whose outputs already exist
+    """seed of the prompt placement (reference 42)"""
     overwrite: bool = False
-    #: only the first N training views (0 = all)
+    """redo views whose outputs already exist"""
     limit: int = 0
-
-    def prompt_config(self) -> PromptConfig:
-        return PromptConfig(
-            mode=self.prompts,
-            grid=self.grid,
-            n=self.n_per_patch,
-            max_per_patch=self.max_per_patch,
-            subcells=self.subcells,
-            points_per_side=self.points_per_side,
-        )
-
-    def sam_config(self) -> SamConfig:
-        return SamConfig(
-            model=self.sam_model,
-            checkpoint=self.sam_checkpoint,
-            random_weights=self.sam_random_weights,
-            pred_iou_thresh=self.pred_iou_thresh,
-            stability_thresh=self.stability_thresh,
-            box_nms_thresh=self.box_nms_thresh,
-            min_region_area=self.min_region_area,
-            points_per_batch=self.points_per_batch,
-        )
-
-    def cleanup_config(self) -> CleanupConfig:
-        return CleanupConfig(iou_thr=self.nms_iou, score_thr=self.nms_score)
+    """only the first N training views (0 = all)"""
 
 
 def prepare(
@@ -205,7 +156,7 @@ def prepare_views(
         return {**summary, "timings": timings}
 
     md = None
-    if cfg.prompts != "uniform":
+    if cfg.prompts.mode != "uniform":
         t0 = time.perf_counter()
         with tqdm(total=len(cameras), desc="min visible depth", unit="view", leave=False) as bar:
             md = min_visible_depth(
@@ -268,7 +219,7 @@ def _prepare_view(
 
     generator = torch.Generator().manual_seed(cfg.seed ^ zlib.crc32(cam.name.encode()))
     points, patch_counts = make_prompts(
-        depth, md_image, density, cam.height, cam.width, cfg.prompt_config(), generator
+        depth, md_image, density, cam.height, cam.width, cfg.prompts, generator
     )
     t["prompts"], clock = _lap(clock)
 
@@ -279,7 +230,7 @@ def _prepare_view(
     t["sam_encoder"] = sam_t.get("sam_encoder", 0.0)
     t["sam_decoder"] = sam_t.get("sam_decoder", seg_total - t["sam_encoder"])
 
-    levels = [_clean_level(proposals, i, cfg.cleanup_config(), device) for i in range(len(LEVELS))]
+    levels = [_clean_level(proposals, i, cfg.cleanup, device) for i in range(len(LEVELS))]
     maps = paint_index_maps(levels)
     t["cleanup"], clock = _lap(clock)
 
@@ -348,7 +299,7 @@ def _default_segmenter(cfg: PrepareConfig, scene, device: torch.device) -> Segme
 
     if cfg.segmenter == "oracle":
         return build_segmenter(_oracle_spec(cfg, scene), str(device))
-    return build_segmenter(sam_spec(cfg.sam_config()), str(device))
+    return build_segmenter(sam_spec(cfg.sam), str(device))
 
 
 def _default_encoder(cfg: PrepareConfig, scene, device: torch.device) -> TextImageEncoder:

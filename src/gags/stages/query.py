@@ -4,6 +4,7 @@ Outputs go to ``RUN/queries/<slug>/`` (or ``--out``):
 
 - ``<view>_heatmap.png``: the normalised relevance ``o`` (turbo colormap) with the point marked;
 - ``<view>_mask.png``: the predicted mask (white = match);
+- ``<view>_overlay.png``: the relevance composited over the rendered RGB, with the point;
 - ``query.json``: the text, the method, per view the point(s), score and chosen levels, and for 3D
   queries the number of selected Gaussians and the PLY written;
 - ``extract.ply`` (``--extract``: only the matching Gaussians) or ``delete.ply`` (``--delete``: the
@@ -13,6 +14,7 @@ Outputs go to ``RUN/queries/<slug>/`` (or ``--out``):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -25,10 +27,10 @@ import tyro
 from gags.devices import resolve_device
 from gags.errors import GagsError, file_error
 from gags.io import atomic_path, write_json_atomic
-from gags.models.registry import build_encoder
-from gags.query.postprocess import BOX_SIZE, MASK_THRESHOLD, QueryMaps, postprocess
-from gags.query.relevance import CANONICAL_NEGATIVES, encode_query, relevance
-from gags.query.select3d import Selection3D, apply_selection, select_gaussians
+from gags.query import maps
+from gags.query.maps import QueryEngine
+from gags.query.postprocess import BOX_SIZE, MASK_THRESHOLD, QueryMaps
+from gags.query.select3d import Selection3D, apply_selection
 from gags.runfolder import RunFolder
 from gags.scene.cameras import Camera, stack_cameras
 
@@ -39,8 +41,8 @@ class QueryConfig:
 
     run: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")]
     """Run folder with ``language.pt`` (after ``gags distill``)."""
-    text: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="TEXT")]
-    """The query phrase, e.g. "ramen bowl"."""
+    texts: Annotated[tuple[str, ...], tyro.conf.Positional, tyro.conf.arg(metavar="TEXT")]
+    """One or more query phrases, e.g. "ramen bowl" "chopsticks" (the field is loaded once for all)."""
     view: tuple[str, ...] = ()
     """Scene image names to query (with or without extension), or ``all``. Default: the first held-out
     view (or the first view) when no 3D operation is asked for."""
@@ -57,99 +59,130 @@ class QueryConfig:
     delete: bool = False
     """Write ``delete.ply``: the scene without the Gaussians that match the query."""
     out: Path | None = None
-    """Output folder (default ``RUN/queries/<slug of the text>``)."""
+    """Output folder (default ``RUN/queries/<slug of the text>``; with several texts, one sub-folder each)."""
     device: str = "auto"
     """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ..."""
 
 
 def slugify(text: str, max_len: int = 60) -> str:
-    """A folder-safe name for a query: lower case, runs of other characters become ``-``."""
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:max_len].strip("-")
-    return slug or "query"
+    """A folder-safe name for a query, distinct for texts that embed differently.
 
-
-def load_field(run: RunFolder, device: torch.device):
-    """The run's :class:`~gags.distill.field.LanguageField`; errors name the missing file and stage."""
-    run.require(run.language, "gags distill")
-    run.require(run.splats, "gags train-rgb")
-    from gags.distill.field import LanguageField
-
-    return LanguageField.load(run.language, run.splats, device=device)
-
-
-def open_language(run: RunFolder, device: torch.device):
-    """Load the language field of a run and rebuild its text encoder.
-
-    Returns ``(field, encoder)``. Raises :class:`GagsError` naming what is missing: ``language.pt``
-    (run ``gags distill``), ``splats.ply`` (``gags train-rgb``), or the encoder spec (``gags prepare``).
-    The spec comes from ``language.pt["encoder"]`` (``field.encoder``), else from
-    ``config.json["prepare"]["encoder"]``.
+    Lower case, runs of other characters become ``-``. Case never changes an embedding (CLIP's and the
+    oracle's tokenisers lower-case), so "Cup" and "cup" share ``cup``; when anything else is lost
+    ("cup!", non-ASCII text) a short hash of the text is appended, so "cup!" and "cup" never collide.
     """
-    field = load_field(run, device)
-    spec = field.encoder or run.read_config().get("prepare", {}).get("encoder")
-    if not spec:
-        raise GagsError(
-            f"{run.language} and {run.config} name no text encoder: run `gags prepare` on {run.root} first"
-        )
-    return field, build_encoder(spec, str(device))
+    cleaned = text.strip().lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", cleaned).strip("-")[:max_len].strip("-") or "query"
+    if re.sub(r"\s+", "-", cleaned) != slug:
+        slug += "-" + hashlib.sha1(text.strip().encode()).hexdigest()[:8]
+    return slug
+
+
+def open_engine(run: RunFolder, device: torch.device) -> QueryEngine:
+    """The run's query engine (field + text encoder); errors name the missing file and stage."""
+    return maps.open_engine(run.root, device)
 
 
 def query(cfg: QueryConfig) -> dict[str, Any]:
-    """Run one text query; returns what ``query.json`` holds."""
-    text = cfg.text.strip()
-    if not text:
+    """Run the text queries; returns what ``query.json`` holds (a list of them for several texts)."""
+    texts = [t.strip() for t in cfg.texts]
+    if not texts or not all(texts):
         raise GagsError('empty query text: give a phrase, e.g. gags query RUN "mug"')
     if not 0.0 <= cfg.threshold < 1.0:
         raise GagsError(f"--threshold must be in [0, 1), got {cfg.threshold}")
+    if cfg.box_size < 1:
+        raise GagsError(f"--box-size must be at least 1 pixel, got {cfg.box_size}")
     run = RunFolder(cfg.run)
     device = resolve_device(cfg.device)
-    field, encoder = open_language(run, device)
-    queries, negatives = encode_query(encoder, [text])
-    q, negatives = queries[0].to(device), negatives.to(device)
-    out = Path(cfg.out) if cfg.out is not None else run.root / "queries" / slugify(text)
-
+    engine = open_engine(run, device)
+    queries = engine.embed(texts)
     do_3d = cfg.extract or cfg.delete
     cameras = _query_cameras(run, cfg, default_view=not do_3d)
-    result: dict[str, Any] = {
+    for camera in cameras:
+        if camera.width < cfg.box_size or camera.height < cfg.box_size:
+            raise GagsError(
+                f"--box-size {cfg.box_size} is larger than view {camera.name} "
+                f"({camera.width}x{camera.height})"
+            )
+    if len(texts) == 1:
+        outs = [Path(cfg.out) if cfg.out is not None else run.root / "queries" / slugify(texts[0])]
+    else:
+        base = Path(cfg.out) if cfg.out is not None else run.root / "queries"
+        outs = [base / slugify(t) for t in texts]
+    results = [_new_result(t, engine, cfg) for t in texts]
+    for camera in cameras:
+        answer = engine.query_view(camera, queries, cfg.threshold, cfg.box_size)
+        rgb = render_rgb(engine.field, camera) if answer.maps else None
+        for out, result, view_maps in zip(outs, results, answer.maps, strict=True):
+            result["views"].append(save_view(out, camera, view_maps, rgb))
+    for text, out, result in zip(texts, outs, results, strict=True):
+        if do_3d:
+            result["gaussians"] = _query_3d(run, engine, cfg, text, out)
+        _forget_previous(out, result)
+        write_json_atomic(out / "query.json", result)
+        result["out"] = str(out)
+    return results[0] if len(results) == 1 else {"queries": results, "out": str(outs[0].parent)}
+
+
+def _new_result(text: str, engine: QueryEngine, cfg: QueryConfig) -> dict[str, Any]:
+    return {
         "text": text,
-        "negatives": list(CANONICAL_NEGATIVES),
-        "method": field.method,
+        "negatives": list(engine.negative_texts),
+        "method": engine.field.method,
         "threshold": cfg.threshold,
         "box_size": cfg.box_size,
         "views": [],
     }
-    for camera in cameras:
-        maps = query_view(field, camera, q, negatives, cfg.threshold, cfg.box_size)
-        result["views"].append(save_view(out, camera, maps))
-    if do_3d:
-        result["gaussians"] = _query_3d(run, field, cfg, q, negatives, out)
-    write_json_atomic(out / "query.json", result)
-    result["out"] = str(out)
-    return result
 
 
-def query_view(
-    field,
-    camera: Camera,
-    q: torch.Tensor,
-    negatives: torch.Tensor,
-    threshold: float = MASK_THRESHOLD,
-    box_size: int = BOX_SIZE,
-) -> QueryMaps:
-    """Render the field in one camera, decode, score against the query and post-process."""
-    viewmats, Ks = stack_cameras([camera], device=q.device)
+def _forget_previous(out: Path, result: dict[str, Any]) -> None:
+    """Remove the files of an earlier query in ``out`` that this one did not rewrite (so the folder
+    holds only the latest query's outputs)."""
+    import json
+
+    old = out / "query.json"
+    if not old.exists():
+        return
+    try:
+        previous = json.loads(old.read_text())
+    except (OSError, ValueError):
+        return
+    keep = {v[k] for v in result["views"] for k in ("heatmap", "mask", "overlay") if k in v}
+    keep |= {result.get("gaussians", {}).get(m) for m in ("extract", "delete")}
+    for view in previous.get("views", []) if isinstance(previous, dict) else []:
+        for key in ("heatmap", "mask", "overlay"):
+            name = view.get(key) if isinstance(view, dict) else None
+            if isinstance(name, str) and name not in keep and Path(name).name == name:
+                (out / name).unlink(missing_ok=True)
+    old_3d = previous.get("gaussians", {}) if isinstance(previous, dict) else {}
+    for mode in ("extract", "delete"):
+        name = old_3d.get(mode) if isinstance(old_3d, dict) else None
+        if isinstance(name, str) and name not in keep and Path(name).name == name:
+            (out / name).unlink(missing_ok=True)
+
+
+def render_rgb(field, camera: Camera) -> torch.Tensor:
+    """(H, W, 3) float RGB render of the field's splats in ``camera`` (CPU), for the overlays."""
+    from gags.splats.render import render
+
+    viewmats, Ks = stack_cameras([camera], device=field.device)
     with torch.no_grad():
-        maps = field.render_feature_maps(viewmats, Ks, camera.width, camera.height)  # L x (1, H, W, D)
-        rel = torch.stack([relevance(m[0], q, negatives) for m in maps])  # (L, H, W)
-    return postprocess(rel.cpu(), threshold, box_size)
+        out = render(field.gaussians, viewmats, Ks, camera.width, camera.height, render_rgb=True)
+    return out.rgb[0].clamp(0, 1).cpu()
 
 
-def save_view(out: Path, camera: Camera, maps: QueryMaps) -> dict[str, Any]:
-    """Write the heatmap and mask PNGs of one view; return its JSON record."""
+def save_view(out: Path, camera: Camera, maps: QueryMaps, rgb: torch.Tensor | None = None) -> dict[str, Any]:
+    """Write the heatmap, mask (and, given the (H, W, 3) render, overlay) PNGs of one view; return
+    its JSON record."""
     stem = Path(camera.name).stem
     heatmap, mask = out / f"{stem}_heatmap.png", out / f"{stem}_mask.png"
     save_heatmap_png(heatmap, maps.normalised, maps.point)
     save_mask_png(mask, maps.mask)
+    extra = {}
+    if rgb is not None:
+        overlay = out / f"{stem}_overlay.png"
+        save_overlay_png(overlay, rgb, maps.normalised, maps.point)
+        extra["overlay"] = overlay.name
     return {
         "view": camera.name,
         "width": camera.width,
@@ -162,6 +195,7 @@ def save_view(out: Path, camera: Camera, maps: QueryMaps) -> dict[str, Any]:
         "point_level": maps.point_level,
         "heatmap": heatmap.name,
         "mask": mask.name,
+        **extra,
     }
 
 
@@ -172,11 +206,33 @@ def save_heatmap_png(path: Path, normalised: torch.Tensor, point: tuple[int, int
 
     rgb = (colormaps["turbo"](normalised.clamp(0, 1).numpy())[..., :3] * 255).astype(np.uint8)
     if point is not None:
-        x, y = point
-        rgb[max(0, y - 4) : y + 5, x] = 255
-        rgb[y, max(0, x - 4) : x + 5] = 255
+        _draw_cross(rgb, point)
     with atomic_path(path) as tmp:
         iio.imwrite(tmp, rgb, extension=".png")
+
+
+def save_overlay_png(
+    path: Path, rgb: torch.Tensor, normalised: torch.Tensor, point: tuple[int, int] | None = None
+) -> None:
+    """The relevance (turbo, opacity growing with relevance) composited over the (H, W, 3) render,
+    with a white cross at ``point`` (atomic PNG)."""
+    import imageio.v3 as iio
+    from matplotlib import colormaps
+
+    o = normalised.clamp(0, 1).numpy()[..., None]
+    heat = colormaps["turbo"](o[..., 0])[..., :3]
+    blended = rgb.numpy() * (1 - 0.7 * o) + heat * 0.7 * o
+    out = (blended.clip(0, 1) * 255).astype(np.uint8)
+    if point is not None:
+        _draw_cross(out, point)
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, out, extension=".png")
+
+
+def _draw_cross(rgb: np.ndarray, point: tuple[int, int]) -> None:
+    x, y = point
+    rgb[max(0, y - 4) : y + 5, x] = 255
+    rgb[y, max(0, x - 4) : x + 5] = 255
 
 
 def save_mask_png(path: Path, mask: torch.Tensor) -> None:
@@ -241,12 +297,11 @@ def read_camera_file(path: Path) -> list[Camera]:
     return cameras
 
 
-def _query_3d(run: RunFolder, field, cfg: QueryConfig, q, negatives, out: Path) -> dict[str, Any]:
+def _query_3d(run: RunFolder, engine: QueryEngine, cfg: QueryConfig, text: str, out: Path) -> dict[str, Any]:
     """Select the Gaussians that match and write ``extract.ply`` and/or ``delete.ply``."""
     from gags.splats.ply import load_ply, save_ply
 
-    with torch.no_grad():
-        selection: Selection3D = select_gaussians(field.gaussian_features(), q, negatives, cfg.threshold)
+    selection: Selection3D = engine.select(text, cfg.threshold)
     gaussians = load_ply(run.splats)
     mask = selection.mask.cpu()
     if mask.shape[0] != len(gaussians):

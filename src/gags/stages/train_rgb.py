@@ -17,7 +17,7 @@ import math
 import pickle
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import imageio.v3 as iio
 import numpy as np
@@ -31,51 +31,34 @@ from gags.io import atomic_path, save_torch_atomic, write_json_atomic
 from gags.runfolder import RunFolder
 from gags.scene.cameras import Camera, stack_cameras
 from gags.scene.images import load_image
-from gags.scene.load import SceneConfig, load_scene
+from gags.scene.load import SceneOptions, load_scene
 from gags.scene.scene import Scene
-from gags.splats.densify import Densifier, DensifyConfig, Params
+from gags.splats.densify import PAPER_ITERATIONS, Densifier, DensifyConfig, Params
 from gags.splats.gaussians import Gaussians
 from gags.splats.init import from_points, random_in_frusta
 from gags.splats.metrics import photometric_loss, psnr, ssim
 from gags.splats.ply import load_ply, save_ply
 from gags.splats.render import render
 
-#: iteration count of the paper-scale 3DGS schedule that the defaults below are scaled from
-PAPER_ITERATIONS = 30_000
 CHECKPOINT_NAME = "latest.pt"
 
-
-@dataclasses.dataclass
-class SceneOptions:
-    """How to read the data set (see :class:`gags.scene.load.SceneConfig`)."""
-
-    downscale: float = 1.0
-    """Shrink images (and intrinsics) by this factor; uses a pre-shrunk ``images_N`` folder when present."""
-    images: str | None = None
-    """Image subfolder to read (e.g. ``images_8``) instead of the automatic choice."""
-    holdout_every: int = 8
-    """Every N-th image (sorted by name) is held out for evaluation; 0 = train on all."""
-    background: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    """RGB in [0, 1] that transparent images are composited on, and rendered behind the splats."""
-
-    def scene_config(self, data: Path) -> SceneConfig:
-        return SceneConfig(
-            data=Path(data).resolve(),  # later stages may run from another working directory
-            downscale=self.downscale,
-            images=self.images,
-            holdout_every=self.holdout_every,
-            background=tuple(self.background),
-        )
+#: the data set options as top-level flags (--downscale, --images, ...), defined once in gags.scene.load
+FlatSceneOptions = Annotated[SceneOptions, tyro.conf.arg(name="")]
 
 
 @dataclasses.dataclass(kw_only=True)
-class TrainConfig(SceneOptions):
+class TrainConfig:
     """Train RGB 3D Gaussian splatting from posed images into a run folder."""
 
     data: tyro.conf.Positional[Path]
     """Data set folder (COLMAP, Blender/nerfstudio transforms, LLFF or points npz)."""
     out: Path
     """Run folder to write."""
+    scene: FlatSceneOptions = dataclasses.field(default_factory=SceneOptions)
+    """how to read the data set"""
+    densify: DensifyConfig = dataclasses.field(default_factory=lambda: DensifyConfig(max_gaussians=50_000))
+    """adaptive density control (3DGS); DEVIATION: at most 50,000 Gaussians (--densify.max-gaussians 0:
+    no cap, as 3DGS) to bound CPU time"""
     iterations: int = 2000
     """Training steps. Deviation: 3DGS uses 30000; the quick CPU default keeps the same schedule, scaled."""
     sh_degree: int = 3
@@ -96,22 +79,8 @@ class TrainConfig(SceneOptions):
     """Learning rate of the rotations (3DGS)."""
     lambda_dssim: float = 0.2
     """Weight of (1 - SSIM) in the loss (3DGS)."""
-    densify_start: int | None = None
-    """First densification step (default: 500/30000 of the run)."""
-    densify_stop: int | None = None
-    """Last densification step (default: half the run, as 15000/30000)."""
-    densify_every: int | None = None
-    """Steps between densifications (default: 100/30000 of the run, at least 10)."""
-    opacity_reset_every: int | None = None
-    """Steps between opacity resets (default: 3000/30000 of the run, at least 3 densifications)."""
     sh_up_every: int | None = None
     """Steps between SH degree increases (default: 1000/30000 of the run)."""
-    grad_threshold: float = 2e-4
-    """Screen-space gradient that triggers clone/split (3DGS)."""
-    percent_dense: float = 0.01
-    """Clone below / split above this fraction of the scene extent (3DGS)."""
-    max_gaussians: int = 50_000
-    """Cap on the number of Gaussians (0 = none). Deviation: 3DGS has no cap; this bounds CPU time."""
     init_random: int = 20_000
     """Random Gaussians when the scene has no SfM points. Deviation: 3DGS uses 100k (CPU budget)."""
     init_opacity: float = 0.1
@@ -139,7 +108,7 @@ class TrainConfig(SceneOptions):
 
 
 @dataclasses.dataclass(kw_only=True)
-class ImportConfig(SceneOptions):
+class ImportConfig:
     """Import an existing splat PLY (3DGS or gsplat export) into a run folder, without training."""
 
     ply: tyro.conf.Positional[Path]
@@ -148,13 +117,19 @@ class ImportConfig(SceneOptions):
     """Run folder to write."""
     data: Path
     """Data set folder the splats were trained on (its cameras are needed by the later stages)."""
+    scene: FlatSceneOptions = dataclasses.field(default_factory=SceneOptions)
+    """how to read the data set"""
     evaluate: bool = True
     """Render the evaluation views and write eval/rgb_metrics.json."""
 
     def train_config(self) -> TrainConfig:
-        scene = {f.name: getattr(self, f.name) for f in dataclasses.fields(SceneOptions)}
         return TrainConfig(
-            data=self.data, out=self.out, import_ply=self.ply, iterations=0, evaluate=self.evaluate, **scene
+            data=self.data,
+            out=self.out,
+            scene=self.scene,
+            import_ply=self.ply,
+            iterations=0,
+            evaluate=self.evaluate,
         )
 
 
@@ -169,21 +144,8 @@ class Schedule:
     @classmethod
     def from_config(cls, cfg: TrainConfig) -> Schedule:
         f = cfg.iterations / PAPER_ITERATIONS
-
-        def pick(value: int | None, paper: int, minimum: int = 1) -> int:
-            return value if value is not None else max(minimum, round(paper * f))
-
-        every = pick(cfg.densify_every, 100, minimum=10)
-        densify = DensifyConfig(
-            grad_threshold=cfg.grad_threshold,
-            percent_dense=cfg.percent_dense,
-            start=pick(cfg.densify_start, 500),
-            stop=pick(cfg.densify_stop, 15_000),
-            every=every,
-            reset_every=pick(cfg.opacity_reset_every, 3000, minimum=3 * every),
-            max_gaussians=cfg.max_gaussians,
-        )
-        return cls(cfg.iterations, densify, pick(cfg.sh_up_every, 1000))
+        sh_up = cfg.sh_up_every if cfg.sh_up_every is not None else max(1, round(1000 * f))
+        return cls(cfg.iterations, cfg.densify.scaled(cfg.iterations), sh_up)
 
 
 def train_rgb(cfg: TrainConfig) -> dict[str, Any]:
@@ -197,7 +159,7 @@ def train_rgb(cfg: TrainConfig) -> dict[str, Any]:
         raise GagsError("--iterations must be >= 0 and --batch-size >= 1")
     device = resolve_device(cfg.device)
     run = RunFolder(cfg.out)
-    scene_cfg = cfg.scene_config(cfg.data)
+    scene_cfg = cfg.scene.at(cfg.data)
     scene = load_scene(scene_cfg)
     if not scene.train_indices:
         raise GagsError(f"{cfg.data}: the scene has no training images")
