@@ -101,15 +101,49 @@ def usage() -> str:
 
 
 def run_command(name: str, args: list[str]) -> None:
-    """Parse ``args`` into the stage's config and run it."""
+    """Parse ``args`` into the stage's config and run it.
+
+    Stages with ``PRESETS`` take ``--preset paper|quick|auto`` (default auto: paper on CUDA, else
+    quick); the preset's values become flags placed before the user's, so the user's win.
+    """
     import tyro
 
     command = COMMANDS[name]
     module = importlib.import_module(command.module)
     config_type = getattr(module, command.config)
     function = getattr(module, command.function)
-    cfg = tyro.cli(config_type, args=args, prog=f"gags {name}", description=command.help)
+    description = command.help
+    presets = getattr(module, "PRESETS", None)
+    if presets is not None:
+        from gags.stages.presets import preset_flags, resolve_preset
+
+        requested, args = _take_option(args, "--preset", "auto")
+        description += " Presets: --preset paper|quick|auto (auto: paper on CUDA, else quick)."
+        if not ({"-h", "--help"} & set(args)):
+            device = _peek_option(args, "--device", "auto")
+            preset = resolve_preset(requested, device)
+            args = preset_flags(presets[preset]) + args
+            print(f"gags {name}: preset {preset}{' (auto)' if requested == 'auto' else ''}, device {device}")
+    cfg = tyro.cli(config_type, args=args, prog=f"gags {name}", description=description)
     function(cfg)
+
+
+def _take_option(args: list[str], flag: str, default: str) -> tuple[str, list[str]]:
+    """(value of ``flag`` (last one wins), args without it)."""
+    value, rest, i = default, [], 0
+    while i < len(args):
+        if args[i] == flag and i + 1 < len(args):
+            value, i = args[i + 1], i + 2
+        elif args[i].startswith(flag + "="):
+            value, i = args[i].split("=", 1)[1], i + 1
+        else:
+            rest.append(args[i])
+            i += 1
+    return value, rest
+
+
+def _peek_option(args: list[str], flag: str, default: str) -> str:
+    return _take_option(args, flag, default)[0]
 
 
 def main(argv: list[str] | None = None) -> None:

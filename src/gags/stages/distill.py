@@ -35,6 +35,10 @@ MethodChoice = (
 )
 
 
+#: ``--preset``: ``paper`` is the reference's 30k steps at ``-r 2``; ``quick`` the CPU defaults
+PRESETS: dict[str, dict[str, object]] = {"paper": {"iterations": 30_000, "downscale": 2.0}, "quick": {}}
+
+
 @dataclasses.dataclass
 class DistillConfig:
     """Settings of ``gags distill``. Defaults follow the paper's equations and the reference's settings

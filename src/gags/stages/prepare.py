@@ -50,6 +50,11 @@ log = logging.getLogger(__name__)
 STAGES = ("depth", "prompts", "sam_encoder", "sam_decoder", "cleanup", "clip", "write")
 
 
+#: ``--preset``: both use the paper's models (SAM ViT-H, OpenCLIP ViT-B-16 laion2b_s34b_b88k); on a CPU,
+#: ``--sam.model vit_b`` is about 4x faster per image
+PRESETS: dict[str, dict[str, object]] = {"paper": {"sam.model": "vit_h"}, "quick": {}}
+
+
 @dataclasses.dataclass
 class PrepareConfig:
     """``gags prepare``: segment every training view at three granularities and embed each mask.

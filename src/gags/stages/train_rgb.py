@@ -42,6 +42,12 @@ from gags.splats.render import render
 
 CHECKPOINT_NAME = "latest.pt"
 
+#: ``--preset``: ``paper`` is 3DGS (30k steps, no cap, 100k random initial Gaussians); ``quick`` the defaults
+PRESETS: dict[str, dict[str, object]] = {
+    "paper": {"iterations": 30_000, "densify.max_gaussians": 0, "init_random": 100_000},
+    "quick": {},
+}
+
 #: the data set options as top-level flags (--downscale, --images, ...), defined once in gags.scene.load
 FlatSceneOptions = Annotated[SceneOptions, tyro.conf.arg(name="")]
 
