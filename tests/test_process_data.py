@@ -16,6 +16,8 @@ import pytest
 from conftest import shared_dataset
 from PIL import Image
 
+import gags.scene.sfm  # noqa: E402,F401  (before pycolmap: see gags.scene.sfm.import_pycolmap)
+
 pytest.importorskip("pycolmap", reason="process-data needs pycolmap")
 pytest.importorskip("cv2", reason="video frame selection needs opencv-python-headless")
 pytest.importorskip("imageio_ffmpeg", reason="video decoding needs imageio-ffmpeg")
@@ -171,7 +173,7 @@ def test_output_folder_rules(tmp_path: Path) -> None:
         run(photos, tmp_path / "out", downscales=(1,))
 
 
-def test_overwrite_replaces_a_previous_data_set(tmp_path: Path) -> None:
+def test_overwrite_replaces_a_previous_data_set_and_one_thread_is_reproducible(tmp_path: Path) -> None:
     data = shared_dataset("fern_llff")
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -183,7 +185,35 @@ def test_overwrite_replaces_a_previous_data_set(tmp_path: Path) -> None:
     summary = run(photos, out, overwrite=True, max_num_features=2048)
     assert summary["registered"] >= 3
     assert not (out / "stale.txt").exists() and (out / "sparse" / "0" / "images.bin").is_file()
+    model = {p.name: p.read_bytes() for p in (out / "sparse" / "0").iterdir()}
+    run(photos, out, overwrite=True, max_num_features=2048)
+    assert {p.name: p.read_bytes() for p in (out / "sparse" / "0").iterdir()} == model  # same seed, 1 thread
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "photos"]
+
+
+def test_two_unrelated_sets_keep_the_larger_model_and_warn(tmp_path: Path) -> None:
+    """8 fern photos + 10 colmap_sample photos + 3 of noise: two models, fewer than half registered."""
+    photos = tmp_path / "mixed"
+    photos.mkdir()
+    for path in sorted((shared_dataset("fern_llff") / "images_8").iterdir())[:8]:
+        shutil.copy(path, photos / f"a_{path.name}")
+    for path in sorted((shared_dataset("colmap_sample") / "images").iterdir())[:10]:
+        with Image.open(path) as im:
+            im.resize((500, 330)).save(photos / f"b_{path.stem}.png")
+    rng = np.random.default_rng(2)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (330, 500, 3), dtype=np.uint8)).save(photos / f"c_{i}.png")
+    messages: list[str] = []
+    cfg = ProcessDataConfig(input=photos, out=tmp_path / "out", num_threads=1, max_image_size=400)
+    summary = process_data(cfg, log=messages.append)
+    assert summary["input_images"] == 21 and len(summary["models"]) >= 2
+    assert summary["registered"] == summary["models"][0] == max(summary["models"]) < 21 / 2
+    kept = {c.name[0] for c in load_scene(SceneConfig(data=tmp_path / "out", holdout_every=0)).cameras}
+    assert len(kept) == 1  # one of the two sets, never a mix
+    warnings = [m for m in messages if "warning:" in m]
+    assert any(f"keeping the largest ({summary['registered']} images)" in m for m in warnings)
+    assert any(f"only {summary['registered']} of 21 images registered" in m for m in warnings)
+    assert summary["warnings"] and len(summary["unregistered"]) == 21 - summary["registered"]
 
 
 # ---------------------------------------------------------------------------------------- helpers

@@ -79,6 +79,27 @@ class SfmResult:
     warnings: list[str]
 
 
+def import_pycolmap():
+    """The ``pycolmap`` module, imported so that it cannot corrupt the heap; a :class:`GagsError` if missing.
+
+    pycolmap's wheel (4.2.1) exports its own zlib-ng copies of zlib's functions. If it is the first
+    to load the system ``libz.so.1``, that library's internal calls bind to those copies (the dynamic
+    linker searches pycolmap first), and Pillow's PNG writer, which uses the same ``libz.so.1``, then
+    crashes with "corrupted size vs. prev_size" or hangs. Loading ``libz.so.1`` through Python's zlib
+    module and Pillow's core first keeps its calls inside itself. Code that imports pycolmap before
+    Pillow elsewhere in the same process is exposed to the same crash.
+    """
+    import zlib  # noqa: F401  (loads libz.so.1 before pycolmap)
+
+    import PIL._imaging  # noqa: F401
+
+    try:
+        import pycolmap
+    except ImportError as e:
+        raise GagsError("gags process-data needs pycolmap: pip install pycolmap") from e
+    return pycolmap
+
+
 # ------------------------------------------------------------------------------------ input checks
 
 
@@ -115,7 +136,7 @@ def check_images(image_dir: Path, names: Sequence[str]) -> list[tuple[int, int]]
 @contextlib.contextmanager
 def colmap_logging(verbose: bool) -> Iterator[None]:
     """Quiet pycolmap's glog output (errors only) unless ``verbose``; restores the level afterwards."""
-    import pycolmap
+    pycolmap = import_pycolmap()
 
     before = pycolmap.logging.minloglevel
     pycolmap.logging.minloglevel = 0 if verbose else 2
@@ -126,16 +147,18 @@ def colmap_logging(verbose: bool) -> Iterator[None]:
 
 
 def _device(name: str):
-    import pycolmap
+    pycolmap = import_pycolmap()
 
     if name not in ("auto", "cpu", "cuda"):
         raise GagsError(f"device must be auto, cpu or cuda, got {name!r}")
+    if name == "cuda" and not pycolmap.has_cuda:
+        raise GagsError("--device cuda: this pycolmap is built without CUDA (use --device cpu or auto)")
     return getattr(pycolmap.Device, name)
 
 
 def check_camera_model(name: str) -> str:
     """``name`` when it is a COLMAP camera model, else a :class:`GagsError` listing them."""
-    import pycolmap
+    pycolmap = import_pycolmap()
 
     models = [m for m in pycolmap.CameraModelId.__members__ if m != "INVALID"]
     if name not in models:
@@ -147,7 +170,7 @@ def extract_features(
     database: Path, image_dir: Path, names: Sequence[str], sizes: Sequence[tuple[int, int]], opts: SfmOptions
 ) -> str:
     """SIFT features of ``names`` into ``database``; returns the camera mode used (``single`` or ``auto``)."""
-    import pycolmap
+    pycolmap = import_pycolmap()
 
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = check_camera_model(opts.camera_model)
@@ -178,7 +201,7 @@ def extract_features(
 
 @contextlib.contextmanager
 def _open_database(path: Path):
-    import pycolmap
+    pycolmap = import_pycolmap()
 
     db = pycolmap.Database.open(path)
     try:
@@ -189,7 +212,7 @@ def _open_database(path: Path):
 
 def match_features(database: Path, opts: SfmOptions) -> int:
     """Match and geometrically verify image pairs with ``opts.matcher``; returns the verified pairs."""
-    import pycolmap
+    pycolmap = import_pycolmap()
 
     matching = pycolmap.FeatureMatchingOptions()
     matching.num_threads = opts.num_threads
@@ -218,7 +241,9 @@ def match_features(database: Path, opts: SfmOptions) -> int:
     else:
         raise GagsError(f"matcher must be one of {', '.join(MATCHERS)}, got {opts.matcher!r}")
     with _open_database(database) as db:
-        return int(db.num_verified_image_pairs())
+        # (``num_verified_image_pairs`` counts every pair tried, verified or not)
+        _, geometries = db.read_two_view_geometries()
+    return sum(1 for g in geometries if len(g.inlier_matches) > 0)
 
 
 def map_incremental(
@@ -229,7 +254,7 @@ def map_incremental(
     on_image: Callable[[], None] | None = None,
 ) -> list[Any]:
     """Incremental mapping; the models (``pycolmap.Reconstruction``) from largest to smallest, maybe none."""
-    import pycolmap
+    pycolmap = import_pycolmap()
 
     pycolmap.set_random_seed(opts.seed)
     options = pycolmap.IncrementalPipelineOptions()
@@ -243,7 +268,7 @@ def map_incremental(
 
 def undistort(model: Any, image_dir: Path, out: Path, opts: SfmOptions) -> None:
     """Undistort ``model``'s images to PINHOLE cameras: ``out/images`` and ``out/sparse/0`` (binary)."""
-    import pycolmap
+    pycolmap = import_pycolmap()
 
     distorted = out.parent / f"{out.name}.distorted"
     distorted.mkdir(parents=True, exist_ok=True)
@@ -277,7 +302,7 @@ def run_sfm(
     registered or several models are reported through ``warn`` (the largest model is kept) and listed
     in the result. ``on_image`` is called each time the mapper registers an image.
     """
-    import pycolmap
+    pycolmap = import_pycolmap()
 
     if opts.matcher not in MATCHERS:
         raise GagsError(f"matcher must be one of {', '.join(MATCHERS)}, got {opts.matcher!r}")
@@ -323,10 +348,13 @@ def run_sfm(
         sizes_reg = [m.num_reg_images() for m in models]
         best, registered = models[0], sizes_reg[0]
         warnings = []
-        if len(models) > 1:
+        kept = {best.image(i).name for i in best.reg_image_ids()}
+        lost = {m.image(i).name for m in models[1:] for i in m.reg_image_ids()} - kept
+        if lost:  # models may share images; only those outside the largest are lost
             warnings.append(
                 f"COLMAP built {len(models)} separate models of {sizes_reg} images; keeping the largest "
-                f"({registered} images): the others did not overlap enough with it"
+                f"({registered} images): {len(lost)} images of the others (e.g. {min(lost)}) did not "
+                "overlap enough with it"
             )
         if registered < len(names) / 2:
             warnings.append(
@@ -337,7 +365,8 @@ def run_sfm(
             warn(message)
 
         start = time.perf_counter()
-        phase("undistorting", f"{registered} images to PINHOLE")
+        which = f", the largest of {len(models)} models" if len(models) > 1 else ""
+        phase("undistorting", f"{registered} images to PINHOLE{which}")
         undistort(best, image_dir, out, opts)
         timings["undistortion"] = time.perf_counter() - start
 

@@ -22,14 +22,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tyro
 
 from gags.errors import GagsError, file_error
 from gags.io import write_json_atomic
 from gags.scene.images import IMAGE_EXTENSIONS, list_images
-from gags.scene.sfm import SfmOptions, downscale_images, run_sfm
+from gags.scene.sfm import SfmOptions, downscale_images, import_pycolmap, run_sfm
 from gags.scene.video import VIDEO_EXTENSIONS, extract_frames, is_video
 
 SUMMARY_FILE = "process_data.json"
@@ -39,7 +39,7 @@ SUMMARY_FILE = "process_data.json"
 class ProcessDataConfig:
     """Recover camera poses of photos or video frames with COLMAP (pycolmap) and write a data set."""
 
-    input: tyro.conf.Positional[Path]
+    input: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="INPUT")]
     """A folder of photos (.jpg, .png, ...; sub-folders are ignored) or a video file (.mp4, .mov, ...)."""
     out: Path
     """Data set folder to write (COLMAP layout: images/, sparse/0/)."""
@@ -66,7 +66,8 @@ class ProcessDataConfig:
     seed: int = 0
     """Seed of COLMAP's random number generators."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    """Where SIFT runs: cuda needs a pycolmap built with CUDA (the PyPI wheel is CPU-only)."""
+    """Where SIFT extraction and matching run: cuda needs a pycolmap built with CUDA
+    (``python -c "import pycolmap; print(pycolmap.has_cuda)"``)."""
     overwrite: bool = False
     """Replace an existing, non-empty --out folder."""
     verbose: bool = False
@@ -152,8 +153,9 @@ def process_data(cfg: ProcessDataConfig, log: Callable[[str], None] = print) -> 
     counts, the sizes of all models COLMAP built (the largest is kept), the cameras, points, warnings
     and the seconds each phase took. Raises :class:`GagsError` for bad input or a failed SfM.
     """
-    import pycolmap
     from tqdm.auto import tqdm
+
+    pycolmap = import_pycolmap()
 
     started = time.perf_counter()
     inp, out, kind = check_paths(cfg)

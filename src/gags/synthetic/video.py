@@ -26,7 +26,10 @@ class OrbitVideoConfig:
     fov_x_deg: float = 60.0
     azimuth_deg: tuple[float, float] = (-40.0, 40.0)
     """First and last azimuth of the arc."""
-    elevation_deg: float = 40.0
+    elevation_deg: tuple[float, float] = (30.0, 50.0)
+    """Elevation at the start and the end of the arc: a path that rises, as a hand-held one does, so
+    that the cameras are not all on one circle (which leaves a similarity alignment of their centres
+    free to tilt about the circle's chord)."""
     distance: float = 0.7
     blurred_copies: bool = True
     """Follow every view with a Gaussian-blurred copy (sigma ``blur_sigma`` pixels)."""
@@ -55,9 +58,10 @@ def write_orbit_video(path: Path, cfg: OrbitVideoConfig, cache_dir: Path | None 
     gaussians = load_ply(scene / "gt_splats.ply")
     fx = cfg.width / 2 / math.tan(math.radians(cfg.fov_x_deg) / 2)
     K = np.array([[fx, 0, cfg.width / 2], [0, fx, cfg.height / 2], [0, 0, 1.0]])
-    elev = math.radians(cfg.elevation_deg)
     viewmats = []
-    for azim in np.radians(np.linspace(*cfg.azimuth_deg, cfg.views)):
+    azimuths = np.radians(np.linspace(*cfg.azimuth_deg, cfg.views))
+    elevations = np.radians(np.linspace(*cfg.elevation_deg, cfg.views))
+    for azim, elev in zip(azimuths, elevations, strict=True):
         c = math.cos(elev)
         direction = np.array([c * math.cos(azim), c * math.sin(azim), math.sin(elev)])
         viewmats.append(look_at(SCENE_CENTER + cfg.distance * direction, SCENE_CENTER))
