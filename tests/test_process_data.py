@@ -216,6 +216,20 @@ def test_two_unrelated_sets_keep_the_larger_model_and_warn(tmp_path: Path) -> No
     assert summary["warnings"] and len(summary["unregistered"]) == 21 - summary["registered"]
 
 
+def test_spatial_matching_uses_gps_from_exif_and_needs_it(tmp_path: Path) -> None:
+    photos = tmp_path / "gps"
+    photos.mkdir()
+    for i, path in enumerate(sorted((shared_dataset("colmap_sample") / "images").iterdir())[:6]):
+        exif = Image.Exif()
+        exif[0x8825] = {1: "N", 2: (47.0, 22.0, 10.0 + 0.05 * i), 3: "E", 4: (8.0, 33.0, 5.0), 5: 0, 6: 400.0}
+        with Image.open(path) as im:
+            im.save(photos / path.name, exif=exif)
+    summary = run(photos, tmp_path / "out", matcher="spatial", max_image_size=400)
+    assert summary["matcher"] == "spatial" and summary["registered"] >= 5
+    with pytest.raises(GagsError, match=r"images_8: spatial matching needs GPS .* 0 of 20 have one"):
+        run(shared_dataset("fern_llff") / "images_8", tmp_path / "out2", matcher="spatial", max_image_size=64)
+
+
 # ---------------------------------------------------------------------------------------- helpers
 
 

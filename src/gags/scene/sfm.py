@@ -117,6 +117,7 @@ def check_images(image_dir: Path, names: Sequence[str]) -> list[tuple[int, int]]
         try:
             with Image.open(path) as im:
                 sizes.append(im.size)
+                im.draft("L", (128, 128))  # JPEG: decode at a fraction of the size (fast for big photos)
                 thumbs.append(
                     np.asarray(im.convert("L").resize((64, 64), Image.Resampling.BILINEAR), np.float32)
                 )
@@ -210,8 +211,11 @@ def _open_database(path: Path):
         db.close()
 
 
-def match_features(database: Path, opts: SfmOptions) -> int:
-    """Match and geometrically verify image pairs with ``opts.matcher``; returns the verified pairs."""
+def match_features(database: Path, opts: SfmOptions, image_dir: Path | None = None) -> int:
+    """Match and geometrically verify image pairs with ``opts.matcher``; returns the verified pairs.
+
+    ``image_dir`` only names the photos in error messages.
+    """
     pycolmap = import_pycolmap()
 
     matching = pycolmap.FeatureMatchingOptions()
@@ -231,7 +235,7 @@ def match_features(database: Path, opts: SfmOptions) -> int:
             priors, images = db.num_pose_priors(), db.num_images()
         if priors < images:
             raise file_error(
-                database.parent,
+                image_dir or database.parent,
                 f"spatial matching needs GPS positions in the photos' EXIF; {priors} of {images} have one "
                 "(use --matcher exhaustive or sequential)",
             )
@@ -326,7 +330,7 @@ def run_sfm(
 
         start = time.perf_counter()
         phase("matching", f"{opts.matcher}")
-        pairs = match_features(database, opts)
+        pairs = match_features(database, opts, image_dir)
         timings["matching"] = time.perf_counter() - start
         if pairs == 0:
             raise file_error(

@@ -192,7 +192,10 @@ def process_data(cfg: ProcessDataConfig, log: Callable[[str], None] = print) -> 
             image_dir, names = inp, [p.name for p in list_images(inp)]
             if not names:
                 videos = sorted(p.name for p in inp.iterdir() if is_video(p))
+                heic = sorted(p.name for p in inp.iterdir() if p.suffix.lower() in (".heic", ".heif"))
                 hint = f"; found the video {videos[0]}: pass it as INPUT" if videos else ""
+                if heic:
+                    hint += f"; {len(heic)} HEIC photos (e.g. {heic[0]}) are not read: export them as JPEG"
                 wanted = ", ".join(sorted({e.lower() for e in IMAGE_EXTENSIONS}))
                 raise file_error(inp, f"no images found (looked for {wanted}){hint}")
 
@@ -249,7 +252,12 @@ def process_data(cfg: ProcessDataConfig, log: Callable[[str], None] = print) -> 
         shutil.rmtree(work, ignore_errors=True)
         if out.exists():
             os.replace(out, tmp / "replaced")
-        os.replace(staging, out)
+        try:
+            os.replace(staging, out)
+        except OSError:
+            if (tmp / "replaced").exists():
+                os.replace(tmp / "replaced", out)  # put the previous data set back
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log(
