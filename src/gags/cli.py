@@ -28,6 +28,12 @@ class Command:
 
 #: every subcommand, in pipeline order
 COMMANDS: dict[str, Command] = {
+    "process-data": Command(
+        "gags.stages.process_data",
+        "ProcessDataConfig",
+        "main",
+        "Photos or a video -> camera poses with pycolmap, undistorted COLMAP data set (stage 0).",
+    ),
     "train-rgb": Command(
         "gags.stages.train_rgb",
         "TrainConfig",
@@ -63,6 +69,9 @@ COMMANDS: dict[str, Command] = {
         "EvalConfig",
         "main",
         "LERF-OVS protocol: mIoU and localisation accuracy by level.",
+    ),
+    "run": Command(
+        "gags.stages.run", "RunConfig", "main", "Photos, a video or a data set -> queryable run, resumable."
     ),
     "demo": Command(
         "gags.stages.demo",

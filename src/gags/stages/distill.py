@@ -230,6 +230,17 @@ def _save_checkpoint(path: Path, cfg: DistillConfig, trainer: FieldTrainer, stat
     )
 
 
+def checkpoint_matches(cfg: DistillConfig) -> bool:
+    """Whether ``RUN/checkpoints/distill.pt`` exists and was written with ``cfg``'s settings (so
+    ``--resume`` would continue it rather than refuse)."""
+    path = RunFolder(cfg.run).checkpoints / "distill.pt"
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - missing or unreadable: nothing to resume
+        return False
+    return isinstance(saved, dict) and saved.get("config") == _resume_key(cfg)
+
+
 def _load_checkpoint(path: Path, cfg: DistillConfig, trainer: FieldTrainer, state: LoopState) -> None:
     """Restore a checkpoint into ``trainer`` and ``state``; errors name the file and the mismatch."""
     try:

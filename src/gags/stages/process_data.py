@@ -266,3 +266,8 @@ def process_data(cfg: ProcessDataConfig, log: Callable[[str], None] = print) -> 
         f"(next: gags train-rgb {out} --out runs/NAME)"
     )
     return summary
+
+
+def main(cfg: ProcessDataConfig) -> None:
+    """``gags process-data``."""
+    process_data(cfg)
