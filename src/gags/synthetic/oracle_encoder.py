@@ -63,6 +63,7 @@ class OracleEncoder(TextImageEncoder):
         """Everything needed to rebuild this encoder (see :meth:`from_spec`)."""
         return {
             "kind": "oracle",
+            "bed": "v1",
             "scene": str(self.store.root),
             "seed": self.seed,
             "noise": self.noise,
@@ -71,9 +72,16 @@ class OracleEncoder(TextImageEncoder):
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], device: str = "cpu") -> OracleEncoder:
+        """The encoder of ``spec``: bed v1 (this class; also when there is no "bed" key) or v2."""
+        from gags.synthetic.bed import bed_of
+
+        if bed_of(spec) == "v2":
+            from gags.synthetic.oracle_encoder_v2 import OracleEncoderV2
+
+            return OracleEncoderV2.from_spec(spec, device=device)
         if "scene" not in spec:
             raise GagsError(f"oracle encoder spec {spec} has no 'scene' folder")
-        params = {k: v for k, v in spec.items() if k not in ("kind", "scene", "device")}
+        params = {k: v for k, v in spec.items() if k not in ("kind", "scene", "device", "bed")}
         return cls(spec["scene"], device=str(device), **params)
 
     @property

@@ -106,6 +106,7 @@ class OracleSegmenter:
         """Everything needed to rebuild this segmenter (see :meth:`from_spec`)."""
         return {
             "kind": "oracle",
+            "bed": "v1",
             "scene": str(self.store.root),
             "seed": self.seed,
             "min_size_px": self.min_size_px,
@@ -118,7 +119,14 @@ class OracleSegmenter:
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> OracleSegmenter:
-        params = {k: v for k, v in spec.items() if k not in ("kind", "scene")}
+        """The segmenter of ``spec``: bed v1 (this class; also when there is no "bed" key) or v2."""
+        from gags.synthetic.bed import bed_of
+
+        if bed_of(spec) == "v2":
+            from gags.synthetic.oracle_segmenter_v2 import OracleSegmenterV2
+
+            return OracleSegmenterV2.from_spec(spec)
+        params = {k: v for k, v in spec.items() if k not in ("kind", "scene", "bed")}
         if "scene" not in spec:
             raise GagsError(f"oracle segmenter spec {spec} has no 'scene' folder")
         return cls(spec["scene"], **params)
