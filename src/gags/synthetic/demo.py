@@ -72,6 +72,9 @@ class DemoConfig:
     pass none (``--baselines``) to skip them."""
     device: str = "cpu"
     """Torch device of every stage."""
+    bed: Literal["v1", "v2"] = "v2"
+    """Test bed of the oracle segmenter and encoder (gags.synthetic.bed): v2 has SAM's and CLIP's failure
+    modes, v1 is the original bed."""
 
     @classmethod
     def reduced(cls, out: Path, **overrides: Any) -> DemoConfig:
@@ -181,7 +184,14 @@ def _prepare(cfg: DemoConfig) -> dict[str, Any]:
 
     # the oracle segmenter and encoder of the run's (synthetic) scene, seeded with cfg.seed
     return prepare(
-        PrepareConfig(run=cfg.out, segmenter="oracle", encoder="oracle", device=cfg.device, seed=cfg.seed)
+        PrepareConfig(
+            run=cfg.out,
+            segmenter="oracle",
+            encoder="oracle",
+            oracle_bed=cfg.bed,
+            device=cfg.device,
+            seed=cfg.seed,
+        )
     )
 
 
@@ -234,6 +244,7 @@ def _baselines(cfg: DemoConfig, scene_dir: Path) -> list[dict[str, Any]]:
         distill_downscale=cfg.distill_downscale,
         box_size=eval_box_size(cfg.width),
         device=cfg.device,
+        bed=cfg.bed,
     )
     return run_ablation(ablation, scene_dir=scene_dir, prepared={"gas": RunFolder(cfg.out)})["rows"]
 
