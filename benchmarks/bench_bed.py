@@ -5,8 +5,9 @@ prompts) then:
 
 - ``support``: for every far / mid / near view and every object but the table that covers at least
   ``MIN_OBJECT_PX`` pixels, whether the whole-level segment painted over most of the object takes in
-  at least 25 % of pixels of other objects (its support or neighbours): share of (view, object) pairs,
-  by ring, in the proposals (any whole-level mask over most of the object) and in the painted maps;
+  at least 25 % of pixels of other objects (its support or neighbours), and whether it is the object
+  (IoU >= 0.5): shares of (view, object) pairs by ring and by apparent size, in the painted maps; and
+  the first share in the proposals (any whole-level mask over most of the object, 32 x 32 grid);
 - ``cosines``: every prepared feature whose mask matches a ground-truth region of its level with
   IoU >= 0.5: median cosine with that region's name, median cosine between two views' features of
   the same region (same level), median cosine between features of different regions;
@@ -62,10 +63,19 @@ def takes_support(mask: np.ndarray, own: np.ndarray, wholes: np.ndarray) -> bool
     return other.sum() >= SUPPORT_SHARE * mask.sum()
 
 
+def _size_bin(pixels: int, width: int) -> str:
+    size = np.sqrt(pixels) * 1024 / width  # SAM pixels
+    return "<80" if size < 80 else "80-160" if size < 160 else ">=160"
+
+
 def support_stats(run: RunFolder, store: GroundTruthStore, rings: dict[str, str]) -> dict:
+    """Painted whole-level maps: by ring and by apparent size (SAM px), the share of (view, object)
+    pairs whose segment over most of the object takes in its support, and whose segment is the object
+    itself (IoU >= 0.5)."""
     hier = store.hierarchy
     table = hier.names.index("table")
-    painted: dict[str, list[bool]] = {}
+    support: dict[str, list[bool]] = {}
+    is_object: dict[str, list[bool]] = {}
     for seg_file in sorted(run.segments.glob("*.npz")):
         maps = np.load(seg_file)["maps"]
         name = f"{seg_file.stem}.png"
@@ -76,9 +86,20 @@ def support_stats(run: RunFolder, store: GroundTruthStore, rings: dict[str, str]
                 continue
             ids, counts = np.unique(maps[2][own], return_counts=True)
             seg = ids[counts.argmax()]
-            hit = bool(seg >= 0 and takes_support(maps[2] == seg, own, wholes))
-            painted.setdefault(rings[name], []).append(hit)
-    return {ring: {"pairs": len(v), "share": round(float(np.mean(v)), 3)} for ring, v in painted.items()}
+            mask = maps[2] == seg
+            hit = bool(seg >= 0 and takes_support(mask, own, wholes))
+            same = bool(seg >= 0 and (mask & own).sum() >= 0.5 * (mask | own).sum())
+            for key in (rings[name], "size " + _size_bin(int(own.sum()), maps.shape[2])):
+                support.setdefault(key, []).append(hit)
+                is_object.setdefault(key, []).append(same)
+    return {
+        key: {
+            "pairs": len(v),
+            "takes_support": round(float(np.mean(v)), 3),
+            "is_the_object": round(float(np.mean(is_object[key])), 3),
+        }
+        for key, v in sorted(support.items())
+    }
 
 
 def proposal_support(segmenter, store: GroundTruthStore, rings: dict[str, str], points_per_side: int) -> dict:

@@ -112,52 +112,64 @@ def test_bed_key_selects_the_models_and_specs_round_trip(scene_dir):
 # ----------------------------------------------------------------------------- v2 segmenter
 
 
-def test_v2_coarsest_output_of_small_far_objects_takes_the_support_in(scene_dir, views):
+def test_v2_coarsest_output_of_small_objects_takes_the_support_in(scene_dir, views):
     """SAM's (a): for a small object, the coarsest output is often the object plus what it stands on."""
     seg = _v2(scene_dir)
     hier = seg.store.hierarchy
     image = np.zeros((H, W, 3), np.uint8)
     table = hier.names.index("table")
-    pairs = hits = 0
-    for v in (v for v in views if v["ring"] in ("far", "mid")):
+    scale = 1024 / W
+    chosen: dict[str, list[bool]] = {"small": [], "large": []}
+    whole_wrong, support_px = [], 0
+    for v in views:
         choice = seg.choose(_grid(4), v["name"], H, W)
         labels = choice["labels"]
         masks = seg.segment(image, _grid(4), image_name=v["name"]).masks[2].numpy()
         for w in np.unique(labels[2][labels[2] >= 0]):
             own = labels[2] == w
-            if w == table or own.sum() < 20:
+            size = np.sqrt(own.sum()) * scale  # SAM pixels
+            if w == table or own.sum() < 20 or 100 <= size < 150:
                 continue
             on = labels[2][choice["prompts"][:, 1], choice["prompts"][:, 0]] == w
             coarsest = choice["kinds"][on, 2]
             assert (coarsest >= 2).all()  # a part, the whole, or the whole with its support
-            nb = choice["neighbour"][w]
-            assert nb >= 0 and hier.object[nb] != w
-            covering = [m for m in masks if (m & own).sum() >= 0.5 * own.sum()]
-            support = [m for m in covering if (m & ~own & (labels[2] >= 0)).sum() >= 0.25 * m.sum()]
-            pairs += 1
-            hits += bool(support)
-    assert pairs >= 10
-    assert 0.1 <= hits / pairs <= 0.8, (hits, pairs)  # often, not always: "whole" is wrong there
+            context = bool((coarsest == 4).any())
+            assert context == bool((coarsest == 4).all())  # one picture: every prompt on it agrees
+            chosen["small" if size < 100 else "large"].append(context)
+            if context:
+                nb = choice["neighbour"][w]
+                assert nb >= 0 and hier.object[nb] != w
+                # the object's own whole is no coarsest mask any more, or the mask takes the support in
+                alone = any((m & own).sum() >= 0.5 * (m | own).sum() for m in masks)
+                whole_wrong.append(not alone)
+                covering = [m for m in masks if (m & own).sum() >= 0.5 * own.sum()]
+                support_px += sum(int((m & ~own & (labels[2] >= 0)).sum()) for m in covering)
+    small, large = np.mean(chosen["small"]), np.mean(chosen["large"])
+    assert len(chosen["small"]) >= 15 and len(chosen["large"]) >= 15
+    assert 0.15 <= small <= 0.8 and large < small / 2, chosen  # often for small objects, rarely for large
+    assert np.mean(whole_wrong) >= 0.8 and support_px > 1000  # "whole" is the wrong level there
 
 
 def test_v2_chosen_output_varies_between_views_of_the_same_region(scene_dir, views, monkeypatch):
     """SAM's (c): the same region at the same apparent size yields different outputs in different views."""
     name = next(v["name"] for v in views if v["ring"] == "mid")
-    seg0, seg = _v2(scene_dir, view_jitter=0.0), _v2(scene_dir)
+    # without the context draw (itself once per view), to see the per-view jitter of the sizes alone
+    seg0, seg = _v2(scene_dir, view_jitter=0.0, context_rate=0.0), _v2(scene_dir, context_rate=0.0)
     labels = seg.store.labels_at(name, H, W)
     for s in (seg0, seg):  # every "view" shows the same picture: only the per-view draws differ
         monkeypatch.setattr(s.store, "labels_at", lambda *_args, labels=labels: labels)
-    teapot = seg.store.hierarchy.names.index("teapot")
 
-    def finest_share(segmenter, view: str) -> float:
+    def finest_shares(segmenter, view: str) -> np.ndarray:
+        """Per subpart with >= 10 prompts: share of its prompts whose finest output is it or finer."""
         choice = segmenter.choose(_grid(2), view, H, W)
-        on = choice["labels"][2][choice["prompts"][:, 1], choice["prompts"][:, 0]] == teapot
-        return float((choice["kinds"][on, 0] <= 1).mean())  # finest output is a subpart or finer
+        sub = choice["labels"][0][choice["prompts"][:, 1], choice["prompts"][:, 0]]
+        ids, counts = np.unique(sub, return_counts=True)
+        return np.array([(choice["kinds"][sub == r, 0] <= 1).mean() for r in ids[counts >= 10]])
 
     fake = [f"frame_{9000 + i}.png" for i in range(24)]
-    spread0 = np.std([finest_share(seg0, f) for f in fake])
-    spread = np.std([finest_share(seg, f) for f in fake])
-    assert spread > 3 * spread0 and spread > 0.03, (spread, spread0)  # per-prompt draws alone: spread0
+    spread0 = np.stack([finest_shares(seg0, f) for f in fake]).std(0).mean()
+    spread = np.stack([finest_shares(seg, f) for f in fake]).std(0).mean()
+    assert spread > 2 * spread0 and spread > 0.08, (spread, spread0)  # spread0: per-prompt draws alone
 
 
 def test_v2_masks_are_filtered_ordered_and_deterministic(scene_dir, views):

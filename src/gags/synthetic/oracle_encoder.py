@@ -1,5 +1,9 @@
 """An oracle in place of CLIP: a mask's embedding is the text embedding of the region it shows.
 
+This is test bed v1 (a spec with ``"bed": "v1"`` or without the key, bit for bit as before beds
+existed); :meth:`OracleEncoder.from_spec` returns bed v2 (:mod:`gags.synthetic.oracle_encoder_v2`,
+CLIP-like crop features) for ``"bed": "v2"``. See :mod:`gags.synthetic.bed`.
+
 It implements :class:`gags.features.encoder.TextImageEncoder`. For each mask, the ground-truth
 region (of any level) with the highest IoU is found; its name is embedded with the offline
 sentence model (all-MiniLM-L6-v2, D = 384) and perturbed:

@@ -10,8 +10,9 @@ model's embeddings (all-MiniLM-L6-v2), so paraphrases behave. For a mask M of a 
    ``context_weight`` times their area in the rest of M's bounding box:
    ``t_mix = normalise(sum_r w_r t_r)``. The reference crop zeroes every pixel outside the mask
    (spec section 2), so the box context reaches CLIP only through the silhouette and what the
-   mask's boundary errors let in; OVSeg (Liang et al., CVPR 2023) shows CLIP reads such masked,
-   blanked crops poorly and relies on context when it is left in, hence a small weight.
+   mask's boundary errors let in, hence a small weight (OVSeg, Liang et al., CVPR 2023: CLIP does
+   not read such blanked-out crops well; MAFT, Jiao et al., NeurIPS 2023: CLIP's predictions for
+   different mask proposals of one image are alike, i.e. it sees more than the mask).
 2. **Pieces are biased, not noisy.** Every region has a fixed random direction ``beta_r`` (its look:
    colour, texture) orthogonal to the texts. A crop that matches its best region only partly (IoU
    ``q``: a fragment, a mask straddling regions) reads as ``normalise(q t_mix + (1 - q) beta_mix)``:
@@ -58,14 +59,14 @@ class OracleEncoderV2(OracleEncoder):
         seed: randomness of the looks, the modality direction and the per-view variation.
         image_text_cos: cosine of a clean crop with its region's name; 0.3. CLIP ViT-B image-text
             cosines of matching pairs are about 0.3 and rarely above 0.4 (CLIPScore, Hessel et al.,
-            EMNLP 2021, rescales them by w = 2.5 for that reason; Jina's CLIP blog reports 0.31 for a
-            matching photo and caption).
+            EMNLP 2021, rescales them by w = 2.5 for that reason); issue 8 gives 0.3 for ViT-B/16.
         view_cos: cosine of two clean crops of one region seen from two views; 0.9 (issue 8's
-            figure for ViT-B/16; no published multi-view measure found).
+            figure for ViT-B/16; we found no published multi-view measure).
         cross_region_cos: cosine between crops of two different regions beyond what their names
-            share; 0.5 (CLIP image embeddings share a narrow cone: a photo of an orange is nearer a
-            photo of an apple than the text "a fresh orange", Jina's modality-gap study, and image
-            scores cluster around 0.4-0.6 in jina-clip's).
+            share; 0.5. CLIP's image embeddings share a narrow cone, so an image is nearer an
+            unrelated image than its own caption (a photo of an orange is nearer a photo of an apple
+            than the text "a fresh orange": Jina AI's modality-gap study; Liang et al. 2022), i.e.
+            well above ``image_text_cos``; 0.5 is our choice within that, not a measured value.
         context_weight: weight of a box-context pixel relative to a mask pixel; 0.1 (see step 1).
         device: device of the sentence model.
     """

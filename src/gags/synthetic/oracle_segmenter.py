@@ -1,5 +1,9 @@
 """An oracle in place of SAM: point-prompted masks at three granularities from the ground truth.
 
+This is test bed v1 (a spec with ``"bed": "v1"`` or without the key, bit for bit as before beds
+existed); :meth:`OracleSegmenter.from_spec` returns bed v2
+(:mod:`gags.synthetic.oracle_segmenter_v2`) for ``"bed": "v2"``. See :mod:`gags.synthetic.bed`.
+
 It implements :class:`gags.segment.segmenter.Segmenter` and reproduces, with explicit parameters,
 the behaviour of SAM that GAGS exists to correct (paper, Sec. 3.1):
 

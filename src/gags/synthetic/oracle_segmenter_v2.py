@@ -4,21 +4,22 @@ Selected by ``"bed": "v2"`` in the oracle spec (see :mod:`gags.synthetic.bed`); 
 (:class:`~gags.synthetic.oracle_segmenter.OracleSegmenter`) is unchanged. What SAM does, and where
 it is documented:
 
-- **Three nested outputs per point.** SAM predicts three masks for one point because "nested masks
-  are often at most three deep: whole, part, and subpart", trains them with the minimum loss over
-  the three and ranks them by a predicted IoU (SAM paper, Sec. 3, "Resolving ambiguity"); the
+- **Three nested outputs per point.** SAM predicts three masks for one point because nested masks
+  rarely go deeper than whole, part and subpart; it trains them with the minimum loss over the
+  three and ranks them by a predicted IoU (SAM paper, Sec. 3, "Resolving ambiguity"); the
   outputs come out ordered from small to large (segment-anything issue #550), and are often
   near-duplicates of each other (issue #168). As in v1, the outputs are the three smallest
   *resolvable* nested regions around the point, ``[fragment, subpart, part, whole]``, with the last
   repeated when fewer remain; how resolvable a region is depends on its apparent size.
 - **(a) The coarsest output of a small object takes its support or neighbours in.** A region SAM
-  cannot separate from its surroundings at the largest scale comes back together with them: the
-  highest-scoring mask for a small object is often the background around it (CLIP_Surgery issue
-  #4, a small hand), proposals recall fewer small objects than large ones (SAM paper, Sec. 7.3) and
-  SAM "can miss fine structures" (Sec. 8, Limitations). Here a fifth candidate, *context* = the
-  whole plus the part of another object it borders most in this view (the place mat it stands on,
-  the table top, a touching neighbour), is offered with probability
-  ``context_rate * sigmoid(ln(context_size_px / size_w) / softness)``. When it is, it takes the
+  cannot separate from its surroundings at the largest scale comes back together with them: in
+  one reported case the highest-scoring of the three masks for a small hand was the background
+  around it (CLIP_Surgery issue #4); proposal recall is lower for small objects than for large ones
+  (SAM paper, Sec. 7.3) and SAM can miss fine structures (Sec. 8, Limitations). Here a fifth
+  candidate, *context* = the whole plus the part of another object it borders most in this view
+  (the place mat it stands on, the table top, a touching neighbour), is offered with probability
+  ``context_rate * sigmoid(ln(context_size_px / size_w) / softness)``, drawn once per whole and
+  view (every prompt on the object sees the same picture). When it is, it takes the
   coarsest output and the two outputs below it are the next coarser kept candidates, so the object's
   own whole moves to the middle output (the outputs shift up a level, as near views shift them down).
   "Whole" is then the wrong level for that object in that view.
@@ -38,10 +39,11 @@ it is documented:
   ``stability_thresh``, then box NMS at ``box_nms_thresh`` ranked by predicted IoU; the masks come
   out in that order (descending predicted IoU), which is the order the clean-up paints them in.
 
-**Prompt density.** The documented lever is coverage: regions no prompt falls in get no mask, so a
-sparse grid misses small objects and a denser one finds them (segment-anything issues #587 and
-#596, sam2 issue #314; the GAGS paper's Sec. 3.1 observation that dense prompts give small regions,
-Fig. 1). Nothing here reads the prompt count. Two consequences of the pipeline follow on their own:
+**Prompt density.** The GAGS paper observes that dense prompts give small regions and sparse ones
+large regions (Sec. 3.1, Fig. 1) but names no mechanism. The only documented mechanism we found is
+coverage: regions no prompt falls in get no mask, so a sparse grid misses small objects and a
+denser one finds them (segment-anything issues #587 and #596, sam2 issue #314). Nothing here reads
+the prompt count. Two consequences of the pipeline follow on their own:
 dense prompts on a near, split subpart give many overlapping prompt-centred fragments, which survive
 box NMS and the clean-up's IoU test (they overlap less than 0.8) and, painted after the larger masks
 (lower predicted IoU), overwrite them; but the clean-up's containment rule
@@ -98,9 +100,10 @@ class OracleSegmenterV2(OracleSegmenter):
         context_size_px: apparent size of a whole below which its coarsest output tends to take its
             support or neighbour in (a); 100 SAM px (a tenth of the image side, twice COCO's "small").
         context_rate: the probability of that for a whole much smaller than ``context_size_px``; 0.5
-            ("often": SAM's largest output for a small object was the background in CLIP_Surgery #4,
-            and the best of the three outputs is a different one from point to point, which is why
-            the SAM paper evaluates single-point masks against the best of three, Sec. 7.1).
+            ("often", issue 8; no rate is published: CLIP_Surgery #4 shows one case, and which of the
+            three outputs is right changes from point to point, which is why the SAM paper also scores
+            single-point masks against the best of the three, Sec. 7.1). What reaches the index
+            maps after SAM's box NMS and the clean-up is measured by benchmarks/bench_bed.py.
         context_ring_px: width of the ring around a whole in which its neighbour is looked for;
             10 SAM px (two pixels of a 200 px wide view).
         pred_iou_thresh / stability_thresh / box_nms_thresh: SAM's filters with the reference
@@ -239,13 +242,15 @@ class OracleSegmenterV2(OracleSegmenter):
                 resolved(s),
                 resolved(p),
                 np.ones(P),  # the whole is always a valid answer
-                self.context_rate
-                * _sigmoid((np.log(self.context_size_px) - log_size[w]) / self.softness)
-                * has_context,
             ],
             -1,
         )
         keep = view_rng(self.seed, image_name, "chain").uniform(size=prob.shape) < prob
+        # the context is drawn once per whole and view: one picture of a small object on its support
+        # reads the same way from wherever on the object the prompt is
+        p_context = self.context_rate * _sigmoid((np.log(self.context_size_px) - log_size) / self.softness)
+        context = view_rng(self.seed, image_name, "context").uniform(size=n) < p_context
+        keep = np.concatenate([keep, (context[w] & has_context)[:, None]], 1)
         fragment = base["fragment_base"] + s * len(nodes) + node_of
         candidates = np.stack([fragment, s, p, w, base["context_base"] + w], -1)
         kinds = np.empty((P, 3), np.int64)
