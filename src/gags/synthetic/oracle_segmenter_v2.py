@@ -65,6 +65,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gags.features.crops import mask_boxes
 from gags.segment.segmenter import MaskProposals
 from gags.synthetic.oracle_segmenter import SAM_LONG_SIDE, OracleSegmenter, _sigmoid, view_rng
 
@@ -185,20 +186,27 @@ class OracleSegmenterV2(OracleSegmenter):
         H, W = image.shape[:2]
         choice = self.choose(points, image_name, H, W)
         scale = SAM_LONG_SIDE / max(H, W)
+        radius = max(1, int(round(self.boundary_px / scale)))
         masks, ious, stabs = [], [], []
         for level in range(3):
-            keys = np.unique(choice["outputs"][:, level])
-            keys = self._drop_missed(keys, image_name, level)
-            exact = self._exact_masks(keys, choice)
-            size = np.sqrt(exact.flatten(1).sum(1).numpy().astype(np.float64)) * scale
-            iou, stab = self._scores_v2(size, keys >= choice["fragment_base"], image_name, level)
-            good = (iou > self.pred_iou_thresh) & (stab >= self.stability_thresh)
+            keys = self._drop_missed(np.unique(choice["outputs"][:, level]), image_name, level)
+            frag = keys >= choice["fragment_base"]  # sorted keys: regions and contexts first
+            full = self._region_masks(keys[~frag], choice)  # (A, H, W)
+            windows, origin = self._fragment_windows(keys[frag], choice, radius)  # (F, S, S), (F, 2)
+            area = torch.cat([full.flatten(1).sum(1), windows.flatten(1).sum(1)]).numpy()
+            iou, stab = self._scores_v2(np.sqrt(area.astype(np.float64)) * scale, frag, image_name, level)
+            good = ((iou > self.pred_iou_thresh) & (stab >= self.stability_thresh)).numpy()
+            A = len(full)
             rng = view_rng(self.seed, image_name, f"boundary{level}")
-            noisy = roughen(exact[good], rng, max(1, int(round(self.boundary_px / scale))))
-            order = _box_nms(noisy, iou[good], self.box_nms_thresh)
-            masks.append(noisy[order])
-            ious.append(iou[good][order])
-            stabs.append(stab[good][order])
+            full = roughen(full[torch.from_numpy(good[:A])], rng, radius)
+            windows, origin = roughen(windows[torch.from_numpy(good[A:])], rng, radius), origin[good[A:]]
+            boxes = torch.cat([_boxes(full), _boxes(windows) + torch.from_numpy(origin).repeat(1, 2)])
+            nonempty = torch.cat([full.flatten(1).any(1), windows.flatten(1).any(1)])
+            iou, stab = iou[torch.from_numpy(good)], stab[torch.from_numpy(good)]
+            order = _box_nms(boxes, iou, nonempty, self.box_nms_thresh)
+            masks.append(_paste(full, windows, origin, order, H, W))
+            ious.append(iou[order])
+            stabs.append(stab[order])
         return MaskProposals(masks=masks, pred_iou=ious, stability=stabs)
 
     def choose(self, points: np.ndarray, image_name: str, height: int, width: int) -> dict[str, Any]:
@@ -303,27 +311,45 @@ class OracleSegmenterV2(OracleSegmenter):
         iy = np.clip(np.round((rows + 0.5 - offset[1]) / step).astype(int) + 1, 0, ny - 1)
         return nodes, iy * nx + ix
 
-    def _exact_masks(self, keys: np.ndarray, choice: dict[str, Any]) -> torch.Tensor:
-        """(M, H, W) bool ground-truth masks of region, context and fragment keys."""
+    def _region_masks(self, keys: np.ndarray, choice: dict[str, Any]) -> torch.Tensor:
+        """(M, H, W) bool ground-truth masks of region and context keys."""
         labels = choice["labels"]
-        H, W = labels.shape[1:]
-        n, frag0 = choice["context_base"], choice["fragment_base"]
-        level = self.store.hierarchy.level
-        out = np.zeros((len(keys), H, W), bool)
-        scale = SAM_LONG_SIDE / max(H, W)
-        ys, xs = np.mgrid[0:H, 0:W]
+        n, level = choice["context_base"], self.store.hierarchy.level
+        out = np.zeros((len(keys), *labels.shape[1:]), bool)
         for i, key in enumerate(keys.tolist()):
             if key < n:
                 out[i] = labels[level[key]] == key
-            elif key < frag0:
+            else:
                 whole = key - n
                 out[i] = (labels[2] == whole) | (labels[1] == choice["neighbour"][whole])
-            else:
-                sub, node = divmod(key - frag0, len(choice["nodes"]))
-                x, y = choice["nodes"][node]
-                disc = np.hypot(xs + 0.5 - x, ys + 0.5 - y) * scale <= self.fragment_radius_px
-                out[i] = disc & (labels[0] == sub)
         return torch.from_numpy(out)
+
+    def _fragment_windows(
+        self, keys: np.ndarray, choice: dict[str, Any], margin: int
+    ) -> tuple[torch.Tensor, np.ndarray]:
+        """Fragment keys -> (F, S, S) bool masks in square windows and their (F, 2) origins (x0, y0).
+
+        A fragment is local, so it is drawn in a window around its lattice node (with room for the
+        boundary noise) instead of the whole image."""
+        sub_map = choice["labels"][0]
+        H, W = sub_map.shape
+        r = self.fragment_radius_px / (SAM_LONG_SIDE / max(H, W))  # image pixels
+        half = int(np.ceil(r)) + margin + 1
+        side = 2 * half + 1
+        if len(keys) == 0:
+            return torch.zeros(0, side, side, dtype=torch.bool), np.zeros((0, 2), np.int64)
+        sub, node = np.divmod(keys - choice["fragment_base"], len(choice["nodes"]))
+        centre = choice["nodes"][node]  # (F, 2) x, y
+        origin = np.floor(centre).astype(np.int64) - half
+        pad = 2 * half + int(np.ceil(r)) + 2  # lattice nodes lie up to one step outside the image
+        padded = np.pad(sub_map, pad, constant_values=-1)
+        wy, wx = np.mgrid[0:side, 0:side]
+        ys = origin[:, 1, None, None] + wy[None] + pad
+        xs = origin[:, 0, None, None] + wx[None] + pad
+        dx = origin[:, 0, None, None] + wx[None] + 0.5 - centre[:, 0, None, None]
+        dy = origin[:, 1, None, None] + wy[None] + 0.5 - centre[:, 1, None, None]
+        inside = (padded[ys, xs] == sub[:, None, None]) & (np.hypot(dx, dy) <= r)
+        return torch.from_numpy(inside), origin
 
     def _scores_v2(
         self, size: np.ndarray, fragment: np.ndarray, image_name: str, level: int
@@ -338,13 +364,13 @@ class OracleSegmenterV2(OracleSegmenter):
 
 
 def roughen(exact: torch.Tensor, rng: np.random.Generator, radius: int) -> torch.Tensor:
-    """(M, H, W) bool masks with boundaries moved by a smooth random field (v1's boundary model)."""
+    """(M, H, W) bool masks with boundaries moved by a smooth random field (v1's boundary model: the
+    field varies over about 8 pixels)."""
     M, H, W = exact.shape
     if M == 0:
         return exact.clone()
-    exact_f = exact.float()
     soft = torch.nn.functional.avg_pool2d(
-        exact_f[:, None], 2 * radius + 1, stride=1, padding=radius, count_include_pad=False
+        exact.float()[:, None], 2 * radius + 1, stride=1, padding=radius, count_include_pad=False
     )
     coarse = torch.tensor(rng.uniform(-1, 1, (M, 1, max(2, H // 8), max(2, W // 8))), dtype=torch.float32)
     field = torch.nn.functional.interpolate(coarse, size=(H, W), mode="bilinear", align_corners=False)
@@ -352,14 +378,34 @@ def roughen(exact: torch.Tensor, rng: np.random.Generator, radius: int) -> torch
     return noisy[:, 0] | (exact & (soft[:, 0] > 0.999))  # interiors never get holes
 
 
-def _box_nms(masks: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Indices kept by box NMS of the masks' boxes, ranked by ``scores`` (descending), as SAM's generator."""
+def _boxes(masks: torch.Tensor) -> torch.Tensor:
+    """(M, H, W) bool -> (M, 4) int64 boxes (x0, y0, x1, y1), end exclusive (none for M = 0)."""
+    return mask_boxes(masks) if len(masks) else torch.zeros(0, 4, dtype=torch.int64)
+
+
+def _box_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, nonempty: torch.Tensor, threshold: float
+) -> torch.Tensor:
+    """Indices of the non-empty masks kept by box NMS ranked by ``scores`` (descending), as in SAM."""
     from torchvision.ops import nms
 
-    from gags.features.crops import mask_boxes
+    index = torch.nonzero(nonempty).reshape(-1)
+    if len(index) == 0:
+        return index
+    return index[nms(boxes[index].float(), scores[index].float(), threshold)]
 
-    nonempty = torch.nonzero(masks.flatten(1).any(1)).reshape(-1)
-    if len(nonempty) == 0:
-        return nonempty
-    boxes = mask_boxes(masks[nonempty]).float()
-    return nonempty[nms(boxes, scores[nonempty].float(), threshold)]
+
+def _paste(
+    full: torch.Tensor, windows: torch.Tensor, origin: np.ndarray, order: torch.Tensor, H: int, W: int
+) -> torch.Tensor:
+    """(K, H, W) bool: the masks ``order`` indexes in ``full`` then ``windows`` (pasted at ``origin``)."""
+    out = torch.zeros(len(order), H, W, dtype=torch.bool)
+    A, side = len(full), windows.shape[-1]
+    for k, i in enumerate(order.tolist()):
+        if i < A:
+            out[k] = full[i]
+            continue
+        x0, y0 = (int(v) for v in origin[i - A])
+        ys, xs = slice(max(y0, 0), min(y0 + side, H)), slice(max(x0, 0), min(x0 + side, W))
+        out[k, ys, xs] = windows[i - A, ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
+    return out
