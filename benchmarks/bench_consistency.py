@@ -8,7 +8,7 @@ without a mask get 4. The object's label in that view is the pixel-weighted mode
 all views that agree with the most common label. Uses the oracle segmenter, whose granularity
 follows apparent size like SAM's. Prints JSON.
 
-    python benchmarks/bench_consistency.py [--width 200 --height 150]
+    python benchmarks/bench_consistency.py [--width 200 --height 150] [--bed v2]
 """
 
 from __future__ import annotations
@@ -102,13 +102,14 @@ def main() -> None:
     p.add_argument("--width", type=int, default=200)
     p.add_argument("--height", type=int, default=150)
     p.add_argument("--backend", default="torch")
+    p.add_argument("--bed", default="v2", choices=["v1", "v2"], help="oracle test bed (gags.synthetic.bed)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         scene_dir = generate_scene(SyntheticConfig(width=args.width, height=args.height, cache_dir=Path(tmp)))
         views = json.loads((scene_dir / "views.json").read_text())["views"]
         rings = {v["name"]: v["ring"] for v in views}
         store = GroundTruthStore(scene_dir)
-        out = {"scene": {"views": len(views), "size": [args.width, args.height]}}
+        out = {"scene": {"views": len(views), "size": [args.width, args.height]}, "bed": args.bed}
         for mode in ("gas", "uniform"):
             run = RunFolder(Path(tmp) / f"run-{mode}")
             run.root.mkdir()
@@ -120,6 +121,7 @@ def main() -> None:
                 backend=args.backend,
                 segmenter="oracle",
                 encoder="oracle",
+                oracle_bed=args.bed,
                 prompts=PromptConfig(mode=mode),
             )
             summary = prepare(cfg)

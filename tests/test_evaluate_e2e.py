@@ -26,6 +26,7 @@ from gags.splats.ply import load_ply, save_ply
 from gags.splats.render import render
 from gags.stages.evaluate import EvalConfig, evaluate
 from gags.stages.query import QueryConfig, query
+from gags.synthetic.labels import HIERARCHY_LABELS  # every region of every level: the protocol test
 
 SYNTHETIC = dict(width=80, height=60, n_far=4, n_mid=4, near_per_object=1, n_label_frames=4, density=0.5)
 DIM = 48
@@ -102,7 +103,7 @@ def _make_run(tmp_path, synthetic, monkeypatch, field) -> RunFolder:
 
 def test_eval_three_level_oracle_scores_high_and_writes_reports(tmp_path, synthetic, monkeypatch):
     run = _make_run(tmp_path, synthetic, monkeypatch, _oracle_field(synthetic, (0, 1, 2), "langsplat"))
-    metrics = evaluate(EvalConfig(run=run.root, labels=synthetic[0] / "labels", box_size=BOX))
+    metrics = evaluate(EvalConfig(run=run.root, labels=synthetic[0] / HIERARCHY_LABELS, box_size=BOX))
     assert metrics["frames"] == 4
     assert set(metrics["by_level"]) == {"subpart", "part", "whole"}
     assert metrics["overall"]["pairs"] == len(metrics["queries"]) > 50
@@ -122,7 +123,7 @@ def test_eval_three_level_oracle_scores_high_and_writes_reports(tmp_path, synthe
 
 def test_eval_whole_only_field_fails_on_subparts(tmp_path, synthetic, monkeypatch):
     run = _make_run(tmp_path, synthetic, monkeypatch, _oracle_field(synthetic, (2,), "gags"))
-    main(["eval", str(run.root), "--labels", str(synthetic[0] / "labels"), "--box-size", str(BOX)])
+    main(["eval", str(run.root), "--labels", str(synthetic[0] / HIERARCHY_LABELS), "--box-size", str(BOX)])
     by_level = json.loads((run.eval / "metrics.json").read_text())["by_level"]
     assert by_level["whole"]["miou"] > 0.6
     assert by_level["subpart"]["miou"] < 0.15 and by_level["subpart"]["macc"] < 0.4

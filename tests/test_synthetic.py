@@ -157,15 +157,14 @@ def test_traced_polygons_fill_back_to_the_mask():
     assert np.array_equal(filled, mask)
 
 
-def test_label_files_round_trip_through_the_evaluation_reader(scene_dir):
+def _check_label_set(folder: Path, store: GroundTruthStore) -> tuple[dict[str, str], set[str]]:
+    """Read a label folder back; every category's mask and box match the ground truth. -> levels, seen."""
     from gags.evaluate.labels import read_labels
 
-    store = GroundTruthStore(scene_dir)
-    levels = json.loads((scene_dir / "labels" / "levels.json").read_text())
-    assert levels == store.hierarchy.levels_of_names()
-    frames = read_labels(scene_dir / "labels")
+    levels = json.loads((folder / "levels.json").read_text())
+    frames = read_labels(folder)
     assert len(frames) == SMALL["n_label_frames"]
-    seen_levels = set()
+    seen = set()
     for frame in frames:
         labels = store.view(frame.name)[0]
         assert (frame.height, frame.width) == labels.shape[1:]
@@ -178,8 +177,35 @@ def test_label_files_round_trip_through_the_evaluation_reader(scene_dir):
             box = label.boxes.numpy()
             ys, xs = np.nonzero(truth)
             assert box[:, 0].min() == xs.min() and box[:, 3].max() == ys.max()
-            seen_levels.add(levels[category])
-    assert seen_levels == {"subpart", "part", "whole"}
+            seen.add(category)
+    return levels, seen
+
+
+def test_label_files_round_trip_through_the_evaluation_reader(scene_dir):
+    from gags.synthetic.labels import label_folder
+
+    store = GroundTruthStore(scene_dir)
+    levels, seen = _check_label_set(label_folder(scene_dir, "hierarchy"), store)
+    assert levels == store.hierarchy.levels_of_names()
+    assert {levels[c] for c in seen} == {"subpart", "part", "whole"}
+
+
+def test_default_label_set_is_the_lerf_like_query_set(scene_dir):
+    """labels/ asks each object once or twice, at levels fixed in the scene; labels_hierarchy/ everything."""
+    from gags.evaluate.labels import find_levels
+    from gags.synthetic.labels import label_folder
+    from gags.synthetic.scene import query_names
+
+    store = GroundTruthStore(scene_dir)
+    folder = label_folder(scene_dir)
+    assert folder == scene_dir / "labels" and label_folder(scene_dir, "hierarchy") != folder
+    queries = query_names(table_top_scene())
+    levels, seen = _check_label_set(folder, store)
+    assert levels == find_levels(folder) == {q: store.hierarchy.levels_of_names()[q] for q in queries}
+    assert seen <= set(queries) and len(seen) >= 0.6 * len(queries)
+    per_object = np.bincount([store.hierarchy.object[store.hierarchy.names.index(q)] for q in queries])
+    assert set(per_object[per_object > 0].tolist()) <= {1, 2}  # each object once or twice
+    assert sorted(levels.values()).count("whole") > len(queries) / 2  # mostly objects, as LERF-OVS
 
 
 # ----------------------------------------------------------------------------- oracle segmenter

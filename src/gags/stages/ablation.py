@@ -59,6 +59,8 @@ class AblationConfig:
     """redo stages whose outputs exist"""
     device: str = "cpu"
     """torch device of every stage"""
+    bed: Literal["v1", "v2"] = "v2"
+    """test bed of the oracle segmenter and encoder (gags.synthetic.bed); use one OUT folder per bed"""
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -89,6 +91,7 @@ def _prepare_folder(cfg: AblationConfig, prompts: str, rgb_run: RunFolder) -> Ru
             segmenter="oracle",
             encoder="oracle",
             prompts=PromptConfig(mode=prompts),
+            oracle_bed=cfg.bed,
             device=cfg.device,
             seed=cfg.seed,
             overwrite=cfg.redo,

@@ -1,8 +1,10 @@
 """``gags demo``: the whole pipeline on the built-in synthetic scene, offline, on a CPU.
 
 Steps: generate (or reuse) the scene -> ``train_rgb`` (short) -> ``prepare`` with the oracle
-segmenter and encoder -> ``distill`` -> ``evaluate`` on the scene's LERF-OVS labels -> the comparison
-methods of ``--baselines`` (default: averaged features and LangSplat's three fields) through
+segmenter and encoder of test bed ``--bed`` (default v2, :mod:`gags.synthetic.bed`) -> ``distill``
+-> ``evaluate`` on the scene's LERF-OVS-like query set (``labels/``; the all-regions hierarchy stress
+test in ``labels_hierarchy/``, :func:`gags.synthetic.labels.label_folder`, is not evaluated here) ->
+the comparison methods of ``--baselines`` (default: averaged features and LangSplat's three fields) through
 :func:`gags.stages.ablation.run_ablation`, on this run's own splats and segments, into
 ``OUT/baselines``. The report goes into ``OUT/eval/``:
 
@@ -26,6 +28,7 @@ from gags.io import atomic_path, write_json_atomic, write_text_atomic
 from gags.runfolder import RunFolder
 from gags.synthetic.generate import SyntheticConfig, generate_scene
 from gags.synthetic.groundtruth import LEVELS, GroundTruthStore
+from gags.synthetic.labels import label_folder
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -72,6 +75,9 @@ class DemoConfig:
     pass none (``--baselines``) to skip them."""
     device: str = "cpu"
     """Torch device of every stage."""
+    bed: Literal["v1", "v2"] = "v2"
+    """Test bed of the oracle segmenter and encoder (gags.synthetic.bed): v2 has SAM's and CLIP's failure
+    modes, v1 is the original bed."""
 
     @classmethod
     def reduced(cls, out: Path, **overrides: Any) -> DemoConfig:
@@ -182,7 +188,14 @@ def _prepare(cfg: DemoConfig) -> dict[str, Any]:
 
     # the oracle segmenter and encoder of the run's (synthetic) scene, seeded with cfg.seed
     return prepare(
-        PrepareConfig(run=cfg.out, segmenter="oracle", encoder="oracle", device=cfg.device, seed=cfg.seed)
+        PrepareConfig(
+            run=cfg.out,
+            segmenter="oracle",
+            encoder="oracle",
+            oracle_bed=cfg.bed,
+            device=cfg.device,
+            seed=cfg.seed,
+        )
     )
 
 
@@ -211,7 +224,7 @@ def _evaluate(cfg: DemoConfig, scene_dir: Path) -> dict[str, Any]:
 
     metrics = evaluate(
         EvalConfig(
-            run=cfg.out, labels=scene_dir / "labels", box_size=eval_box_size(cfg.width), device=cfg.device
+            run=cfg.out, labels=label_folder(scene_dir), box_size=eval_box_size(cfg.width), device=cfg.device
         )
     )
     return {k: metrics[k] for k in ("method", "frames", "overall", "by_level") if k in metrics}
@@ -235,6 +248,7 @@ def _baselines(cfg: DemoConfig, scene_dir: Path) -> list[dict[str, Any]]:
         distill_downscale=cfg.distill_downscale,
         box_size=eval_box_size(cfg.width),
         device=cfg.device,
+        bed=cfg.bed,
     )
     return run_ablation(ablation, scene_dir=scene_dir, prepared={"gas": RunFolder(cfg.out)})["rows"]
 
@@ -359,7 +373,7 @@ def save_demo_figure(run: RunFolder, scene_dir: Path, queries: tuple[str, ...], 
 
     store = GroundTruthStore(scene_dir)
     views = json.loads((scene_dir / "views.json").read_text())["views"]
-    labelled = {p.stem for p in (scene_dir / "labels").glob("frame_*.json")}
+    labelled = {p.stem for p in label_folder(scene_dir).glob("frame_*.json")}
     rows = []
     for ring in ("far", "mid", "near"):
         names = [v["name"] for v in views if v["ring"] == ring and Path(v["name"]).stem in labelled]

@@ -84,6 +84,9 @@ class PrepareConfig:
     """segmenter: sam, or oracle (synthetic scenes only)"""
     encoder: Literal["openclip", "oracle"] = "openclip"
     """encoder: openclip, or oracle (synthetic scenes only)"""
+    oracle_bed: Literal["v1", "v2"] = "v2"
+    """test bed of the oracle models (gags.synthetic.bed): v2 = SAM's and CLIP's failure modes, v1 = the
+    original oracles (what a recorded spec without a "bed" key means)"""
     clip_model: str = "ViT-B-16"
     """open_clip model name"""
     clip_pretrained: str = "laion2b_s34b_b88k"
@@ -286,7 +289,12 @@ def _record(run: RunFolder, cfg: PrepareConfig, segmenter: Segmenter, encoder: T
     seg_spec, enc_spec = _spec(segmenter), _spec(encoder)
     previous = run.read_config().get("prepare", {})
     old = previous.get("encoder")
-    if old is not None and old != enc_spec and not cfg.overwrite and any(run.features.glob("*.npz")):
+    if (
+        old is not None
+        and _with_bed(old) != _with_bed(enc_spec)
+        and not cfg.overwrite
+        and any(run.features.glob("*.npz"))
+    ):
         raise GagsError(
             f"{run.features} holds features from encoder {old}, not {enc_spec}; pass --overwrite to redo them"
         )
@@ -294,9 +302,14 @@ def _record(run: RunFolder, cfg: PrepareConfig, segmenter: Segmenter, encoder: T
     run.record_stage("prepare", {"encoder": enc_spec, "segmenter": seg_spec, "config": config})
 
 
+def _with_bed(spec: dict) -> dict:
+    """An oracle spec with its bed explicit (none recorded means v1, as before beds existed)."""
+    return {**spec, "bed": spec.get("bed", "v1")} if spec.get("kind") == "oracle" else spec
+
+
 def _oracle_spec(cfg: PrepareConfig, scene) -> dict:
-    """The synthetic oracles of the run's scene, seeded with this stage's seed."""
-    return {"kind": "oracle", "scene": str(scene.source), "seed": cfg.seed}
+    """The synthetic oracles of the run's scene and test bed, seeded with this stage's seed."""
+    return {"kind": "oracle", "bed": cfg.oracle_bed, "scene": str(scene.source), "seed": cfg.seed}
 
 
 def _default_segmenter(cfg: PrepareConfig, scene, device: torch.device) -> Segmenter:

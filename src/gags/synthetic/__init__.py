@@ -15,6 +15,9 @@ _EXPORTS = {
     "generate_scene": "gags.synthetic.generate",
     "OracleSegmenter": "gags.synthetic.oracle_segmenter",
     "OracleEncoder": "gags.synthetic.oracle_encoder",
+    "OracleSegmenterV2": "gags.synthetic.oracle_segmenter_v2",
+    "OracleEncoderV2": "gags.synthetic.oracle_encoder_v2",
+    "label_folder": "gags.synthetic.labels",
 }
 
 __all__ = sorted(_EXPORTS)

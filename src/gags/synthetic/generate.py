@@ -8,7 +8,10 @@ The output folder, keyed by a hash of the configuration, holds::
                             region ids for subpart / part / whole, -1 = background
     hierarchy.json          regions: id, name, level, parent, object
     views.json              per image: ring (far / mid / near), target, distance
-    labels/frame_XXXX.json  LERF-OVS labels of the evaluation frames; labels/levels.json
+    labels/frame_XXXX.json  LERF-OVS labels of the evaluation frames, the LERF-OVS-like query set
+                            (each object once or twice, ``ObjectSpec.queries``); labels/levels.json
+    labels_hierarchy/       the same frames with every region of every level labelled (the
+                            "hierarchy stress test"); its own levels.json
     gt_splats.ply           the ground-truth Gaussians (standard 3DGS layout)
     points3d.ply            a sparse, noisy point cloud standing in for SfM points (``ply_file_path``)
 
@@ -36,12 +39,13 @@ from gags.scene.cameras import Camera
 from gags.splats.gaussians import Gaussians
 from gags.splats.sh import rgb_to_sh0
 from gags.synthetic.groundtruth import Hierarchy, render_view_truth
-from gags.synthetic.labels import write_frame_labels
+from gags.synthetic.labels import HIERARCHY_LABELS, QUERY_LABELS, write_frame_labels
 from gags.synthetic.primitives import rotation_z_to
-from gags.synthetic.scene import LOCAL_FRAMES, ObjectSpec, table_top_scene
+from gags.synthetic.scene import LOCAL_FRAMES, ObjectSpec, query_names, table_top_scene
 
-#: bump when the generator's output changes for the same configuration (invalidates caches)
-GENERATOR_VERSION = 3
+#: bump when the generator's output changes for the same configuration (invalidates caches).
+#: 4: labels/ holds the LERF-OVS-like query set, labels_hierarchy/ every region (images and gt unchanged)
+GENERATOR_VERSION = 4
 #: direction towards the light used to bake diffuse shading into the colours (world, z up)
 LIGHT_DIR = np.array([0.3, -0.4, 0.85]) / np.linalg.norm([0.3, -0.4, 0.85])
 #: largest standard deviation of a Gaussian across its surface, metres (thin: the place mat lies 4 mm
@@ -356,6 +360,10 @@ def _write_scene(cfg: SyntheticConfig, out: Path) -> None:
     gaussians, region, hier = build_gaussians(objects, cfg)
     cameras, records = build_cameras(objects, gaussians, region, hier, cfg)
     labelled = set(label_frames(records, cfg.n_label_frames))
+    queries = set(query_names(objects))
+    unknown = sorted(queries - set(hier.names))
+    if unknown:
+        raise ValueError(f"queries name no region of the scene: {', '.join(unknown)}")
     for cam in tqdm(cameras, desc="synthetic scene", unit="view", leave=False):
         truth = render_view_truth(gaussians, region, len(hier), cam)
         labels = hier.ancestors(truth.subpart).astype(np.int32)
@@ -363,8 +371,12 @@ def _write_scene(cfg: SyntheticConfig, out: Path) -> None:
             iio.imwrite(tmp, (truth.rgb * 255 + 0.5).astype(np.uint8))
         save_npz_atomic(out / "gt" / f"{Path(cam.name).stem}.npz", depth=truth.depth, labels=labels)
         if cam.name in labelled:
-            write_frame_labels(out / "labels" / f"{Path(cam.name).stem}.json", cam.name, labels, hier)
-    write_json_atomic(out / "labels" / "levels.json", hier.levels_of_names())
+            stem = f"{Path(cam.name).stem}.json"
+            write_frame_labels(out / QUERY_LABELS / stem, cam.name, labels, hier, categories=queries)
+            write_frame_labels(out / HIERARCHY_LABELS / stem, cam.name, labels, hier)
+    levels = hier.levels_of_names()
+    write_json_atomic(out / QUERY_LABELS / "levels.json", {n: lv for n, lv in levels.items() if n in queries})
+    write_json_atomic(out / HIERARCHY_LABELS / "levels.json", levels)
     write_json_atomic(out / "hierarchy.json", hier.to_json())
     write_json_atomic(
         out / "views.json", {"views": records, "config": {**dataclasses.asdict(cfg), "cache_dir": None}}

@@ -13,7 +13,15 @@ into notches of hole-free pieces. Polygons are the outer boundaries of each piec
 pixel it touches, so that filling the polygons with their outline (``cv2.fillPoly``, as the
 reference evaluation does) gives back the mask exactly. Every piece becomes one object; objects of
 the same category are merged by readers.
-``levels.json`` maps every category to its granularity.
+
+Two label sets are written for the same frames, each folder with its own ``levels.json`` (category ->
+granularity):
+
+- ``labels/`` (:data:`QUERY_LABELS`, the default everywhere): the LERF-OVS-like query set, the regions
+  named in each object's ``queries`` (:func:`gags.synthetic.scene.query_names`), each object once or
+  twice at a level fixed with the scene;
+- ``labels_hierarchy/`` (:data:`HIERARCHY_LABELS`): every region of every level, the "hierarchy stress
+  test" (every whole, part and subpart queried in every frame it is visible in), reported separately.
 """
 
 from __future__ import annotations
@@ -28,6 +36,19 @@ from gags.synthetic.groundtruth import Hierarchy
 
 #: regions smaller than this many pixels in a frame are not labelled there (too small to query)
 MIN_LABEL_AREA = 12
+#: folder (inside a scene folder) of the LERF-OVS-like query set, the default label set
+QUERY_LABELS = "labels"
+#: folder of the all-regions "hierarchy stress test" label set
+HIERARCHY_LABELS = "labels_hierarchy"
+#: label set name -> folder
+LABEL_SETS: dict[str, str] = {"queries": QUERY_LABELS, "hierarchy": HIERARCHY_LABELS}
+
+
+def label_folder(scene_dir: str | Path, label_set: str = "queries") -> Path:
+    """The folder of a generated scene's label set: ``queries`` (default) or ``hierarchy``."""
+    if label_set not in LABEL_SETS:
+        raise ValueError(f"unknown label set {label_set!r}; choose {' or '.join(LABEL_SETS)}")
+    return Path(scene_dir) / LABEL_SETS[label_set]
 
 
 def trace_polygons(mask: np.ndarray) -> list[np.ndarray]:
@@ -89,12 +110,20 @@ def _snap_inside(poly: np.ndarray, padded: np.ndarray) -> np.ndarray:
     return np.where(lo_in[:, None], lo, hi).round()
 
 
-def frame_objects(labels: np.ndarray, hierarchy: Hierarchy, min_area: int = MIN_LABEL_AREA) -> list[dict]:
-    """LERF-OVS ``objects`` of one frame from its (3, H, W) label maps (every level, every region)."""
+def frame_objects(
+    labels: np.ndarray,
+    hierarchy: Hierarchy,
+    min_area: int = MIN_LABEL_AREA,
+    categories: set[str] | None = None,
+) -> list[dict]:
+    """LERF-OVS ``objects`` of one frame from its (3, H, W) label maps.
+
+    Every region of every level, or only those named in ``categories``.
+    """
     objects = []
     ids, counts = np.unique(labels[labels >= 0], return_counts=True)
     for rid, count in zip(ids, counts, strict=True):
-        if count < min_area:
+        if count < min_area or (categories is not None and hierarchy.names[rid] not in categories):
             continue
         level = int(hierarchy.level[rid])
         mask = labels[level] == rid
@@ -122,12 +151,18 @@ def _polygon_pixels(poly: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.
     return rows + y0, cols + x0
 
 
-def write_frame_labels(path: Path, image_name: str, labels: np.ndarray, hierarchy: Hierarchy) -> dict:
-    """Write one LERF-OVS JSON (atomic) and return its content."""
+def write_frame_labels(
+    path: Path,
+    image_name: str,
+    labels: np.ndarray,
+    hierarchy: Hierarchy,
+    categories: set[str] | None = None,
+) -> dict:
+    """Write one LERF-OVS JSON (atomic) and return its content (``categories``: see :func:`frame_objects`)."""
     H, W = labels.shape[1:]
     data = {
         "info": {"name": image_name, "width": int(W), "height": int(H)},
-        "objects": frame_objects(labels, hierarchy),
+        "objects": frame_objects(labels, hierarchy, categories=categories),
     }
     write_json_atomic(path, data)
     return data

@@ -1,5 +1,9 @@
 """An oracle in place of CLIP: a mask's embedding is the text embedding of the region it shows.
 
+This is test bed v1 (a spec with ``"bed": "v1"`` or without the key, bit for bit as before beds
+existed); :meth:`OracleEncoder.from_spec` returns bed v2 (:mod:`gags.synthetic.oracle_encoder_v2`,
+CLIP-like crop features) for ``"bed": "v2"``. See :mod:`gags.synthetic.bed`.
+
 It implements :class:`gags.models.encoder.TextImageEncoder`. For each mask, the ground-truth
 region (of any level) with the highest IoU is found; its name is embedded with the offline
 sentence model (all-MiniLM-L6-v2, D = 384) and perturbed:
@@ -63,6 +67,7 @@ class OracleEncoder(TextImageEncoder):
         """Everything needed to rebuild this encoder (see :meth:`from_spec`)."""
         return {
             "kind": "oracle",
+            "bed": "v1",
             "scene": str(self.store.root),
             "seed": self.seed,
             "noise": self.noise,
@@ -71,9 +76,16 @@ class OracleEncoder(TextImageEncoder):
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], device: str = "cpu") -> OracleEncoder:
+        """The encoder of ``spec``: bed v1 (this class; also when there is no "bed" key) or v2."""
+        from gags.synthetic.bed import bed_of
+
+        if bed_of(spec) == "v2":
+            from gags.synthetic.oracle_encoder_v2 import OracleEncoderV2
+
+            return OracleEncoderV2.from_spec(spec, device=device)
         if "scene" not in spec:
             raise GagsError(f"oracle encoder spec {spec} has no 'scene' folder")
-        params = {k: v for k, v in spec.items() if k not in ("kind", "scene", "device")}
+        params = {k: v for k, v in spec.items() if k not in ("kind", "scene", "device", "bed")}
         return cls(spec["scene"], device=str(device), **params)
 
     @property

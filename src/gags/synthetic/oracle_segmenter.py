@@ -1,5 +1,9 @@
 """An oracle in place of SAM: point-prompted masks at three granularities from the ground truth.
 
+This is test bed v1 (a spec with ``"bed": "v1"`` or without the key, bit for bit as before beds
+existed); :meth:`OracleSegmenter.from_spec` returns bed v2
+(:mod:`gags.synthetic.oracle_segmenter_v2`) for ``"bed": "v2"``. See :mod:`gags.synthetic.bed`.
+
 It implements :class:`gags.models.segmenter.Segmenter` and reproduces, with explicit parameters,
 the behaviour of SAM that GAGS exists to correct (paper, Sec. 3.1):
 
@@ -106,6 +110,7 @@ class OracleSegmenter:
         """Everything needed to rebuild this segmenter (see :meth:`from_spec`)."""
         return {
             "kind": "oracle",
+            "bed": "v1",
             "scene": str(self.store.root),
             "seed": self.seed,
             "min_size_px": self.min_size_px,
@@ -118,7 +123,14 @@ class OracleSegmenter:
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> OracleSegmenter:
-        params = {k: v for k, v in spec.items() if k not in ("kind", "scene")}
+        """The segmenter of ``spec``: bed v1 (this class; also when there is no "bed" key) or v2."""
+        from gags.synthetic.bed import bed_of
+
+        if bed_of(spec) == "v2":
+            from gags.synthetic.oracle_segmenter_v2 import OracleSegmenterV2
+
+            return OracleSegmenterV2.from_spec(spec)
+        params = {k: v for k, v in spec.items() if k not in ("kind", "scene", "bed")}
         if "scene" not in spec:
             raise GagsError(f"oracle segmenter spec {spec} has no 'scene' folder")
         return cls(spec["scene"], **params)

@@ -40,6 +40,8 @@ class ObjectSpec:
     """A whole object placed at ``position`` (x, y on the table, metres) rotated by ``yaw`` (radians).
 
     ``spacing`` is the mean distance between its Gaussians (metres): smaller objects get finer ones.
+    ``queries`` names the regions of this object (any level) that the LERF-OVS-like label set asks
+    for, fixed with the scene and never chosen from results (see :func:`query_names`).
     """
 
     name: str
@@ -47,6 +49,7 @@ class ObjectSpec:
     position: tuple[float, float]
     yaw: float
     spacing: float
+    queries: tuple[str, ...] = ()
 
 
 def _sub(
@@ -93,6 +96,7 @@ def table_top_scene() -> list[ObjectSpec]:
         position=(0.14, 0.1),
         yaw=0.6,
         spacing=0.009,
+        queries=("mug",),
     )
     teapot = ObjectSpec(
         "teapot",
@@ -120,6 +124,7 @@ def table_top_scene() -> list[ObjectSpec]:
         position=(-0.16, 0.04),
         yaw=-0.3,
         spacing=0.013,
+        queries=("teapot", "teapot spout"),
     )
     apple = ObjectSpec(
         "apple",
@@ -146,6 +151,7 @@ def table_top_scene() -> list[ObjectSpec]:
         position=(0.04, -0.12),
         yaw=0.2,
         spacing=0.006,
+        queries=("apple", "green leaf"),
     )
     duck = ObjectSpec(
         "rubber duck",
@@ -168,6 +174,7 @@ def table_top_scene() -> list[ObjectSpec]:
         position=(-0.1, -0.2),
         yaw=2.2,
         spacing=0.007,
+        queries=("rubber duck", "duck beak"),
     )
     lamp = ObjectSpec(
         "table lamp",
@@ -188,6 +195,7 @@ def table_top_scene() -> list[ObjectSpec]:
         position=(-0.32, 0.3),
         yaw=0.0,
         spacing=0.016,
+        queries=("table lamp",),
     )
     book = ObjectSpec(
         "book",
@@ -207,6 +215,7 @@ def table_top_scene() -> list[ObjectSpec]:
         position=(0.3, -0.12),
         yaw=0.5,
         spacing=0.012,
+        queries=("book",),
     )
     pencil = ObjectSpec(
         "pencil",
@@ -241,6 +250,7 @@ def table_top_scene() -> list[ObjectSpec]:
         position=(-0.2, -0.08),
         yaw=-0.9,
         spacing=0.004,
+        queries=("pencil",),
     )
     table = ObjectSpec(
         "table",
@@ -262,8 +272,22 @@ def table_top_scene() -> list[ObjectSpec]:
         position=(0.12, 0.08),
         yaw=0.0,
         spacing=0.035,
+        queries=("place mat",),
     )
     return [table, lamp, teapot, mug, book, apple, duck, pencil]
+
+
+def query_names(objects: list[ObjectSpec]) -> list[str]:
+    """The region names of the LERF-OVS-like query set, in scene order.
+
+    Chosen with the scene, before any method ran on it. LERF-OVS (the labels LangSplat published
+    for LERF) asks mostly for whole objects ("coffee mug", "stuffed bear"), for a few parts ("bear
+    nose", "spoon handle") and rarely for a part together with its parent; GAGS reports the same
+    queries split by SAM granularity. Here every object is queried once or twice, mostly as a whole:
+    seven wholes, two parts (the place mat, the teapot's spout) and two subparts (the apple's leaf,
+    the duck's beak); three objects are asked for both as a whole and by a piece (teapot, apple, duck).
+    """
+    return [q for obj in objects for q in obj.queries]
 
 
 #: subpart name -> (origin (3,), tilt about y in radians): a rigid frame applied to the subpart's
