@@ -10,7 +10,10 @@ Same engine, same data, same renderer, same view sampling as GaD. Differences fr
   separable per level, so this equals three runs with the same view order at a third of the renders;
 - DEVIATION: features start as small seeded random vectors (LangSplat: zeros, where the
   normalisation's gradient is singular and Adam's first step dwarfs all later ones);
-- iterations are ``--iterations`` (LangSplat: 30000 per level).
+- iterations are ``--iterations`` (LangSplat: 30000 per level);
+- the learning rate follows ``--schedule`` like every other method (``reference``: LangSplat's constant
+  0.0025), ``--views-per-step`` views per step, and the cached compositing weights
+  (:mod:`gags.distill.render_cache`) unless ``--no-cache-render``.
 
 Queries decode each level separately (:class:`gags.distill.field.LanguageField`, three renders).
 """
@@ -53,12 +56,14 @@ def level_codes(view: ViewTargets, codes: torch.Tensor, level: int) -> tuple[tor
 def train_langsplat(cfg: DistillConfig) -> dict[str, Any]:
     """Train the autoencoder and the three 3-d fields; write language.pt and splats_language.ply."""
     from gags.devices import resolve_device
+    from gags.distill.curve import plateau, write_curve
+    from gags.distill.render_cache import view_renderers
+    from gags.distill.schedule import learning_rates, lr_factor, set_lr
     from gags.distill.train import (
         encoder_spec,
         load_frozen_splats,
         load_training_views,
         peak_memory_mb,
-        render_field,
         write_language_outputs,
     )
 
@@ -83,18 +88,29 @@ def train_langsplat(cfg: DistillConfig) -> dict[str, Any]:
     g = torch.Generator().manual_seed(cfg.seed)
     init = 0.01 * torch.randn(len(gaussians), len(LEVELS), LATENT, generator=g)
     raw = init.to(device).requires_grad_(True)
-    opt = torch.optim.Adam([raw], lr=cfg.langsplat_lr, eps=1e-15)
+    lr = learning_rates(cfg)["langsplat"]
+    opt = torch.optim.Adam([raw], lr=lr, eps=1e-15)
     sampler = ViewSampler(len(views), cfg.seed)
+    renderers = view_renderers(gaussians, views, cfg.backend, cfg.cache_render)
     loss = torch.zeros(())
-    for _ in tqdm(range(cfg.iterations), desc="distill (langsplat)", disable=not cfg.progress):
-        i = sampler.next()
-        view = views[i]
-        rendered = render_field(
-            gaussians, F.normalize(raw, dim=-1).reshape(len(gaussians), -1), view, cfg.backend
-        )
-        loss = sum(
-            masked_l1(rendered[..., LATENT * lv : LATENT * (lv + 1)], *level_codes(view, view_codes[i], lv))
-            for lv in range(len(LEVELS))
+    curve: list[dict[str, float]] = []
+    for step in tqdm(range(cfg.iterations), desc="distill (langsplat)", disable=not cfg.progress):
+        factor = lr_factor(cfg.schedule, step, cfg.iterations)
+        set_lr(opt, [lr], factor)
+        batch = [sampler.next() for _ in range(cfg.views_per_step)]
+        flat = F.normalize(raw, dim=-1).reshape(len(gaussians), -1)
+        loss = 0.0
+        for i in batch:
+            rendered = renderers[i](flat)
+            loss = loss + sum(
+                masked_l1(
+                    rendered[..., LATENT * lv : LATENT * (lv + 1)], *level_codes(views[i], view_codes[i], lv)
+                )
+                for lv in range(len(LEVELS))
+            )
+        loss = loss / len(batch)
+        curve.append(
+            {"step": step + 1, "lr": factor, "loss": float(loss.detach()), "distill": float(loss.detach())}
         )
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -114,6 +130,7 @@ def train_langsplat(cfg: DistillConfig) -> dict[str, Any]:
         "config": dataclasses.asdict(cfg),
     }
     write_language_outputs(run, gaussians, payload, list(fields), [f"semantic_{name}" for name in LEVELS])
+    write_curve(run, curve)
     return {
         "method": "langsplat",
         "iterations": cfg.iterations,
@@ -125,4 +142,6 @@ def train_langsplat(cfg: DistillConfig) -> dict[str, Any]:
         "embed_dim": embed_dim,
         "autoencoder_loss": ae_loss,
         "distill": float(loss.detach()),
+        "curve": curve,
+        "plateau": plateau([c["distill"] for c in curve]),
     }
