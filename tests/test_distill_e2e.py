@@ -81,24 +81,21 @@ def _miou(run: Path, scene: Path) -> float:
     return evaluate(EvalConfig(run=run, labels=labels, box_size=6, device="cpu"))["overall"]["miou"]
 
 
-@pytest.mark.slow  # two 300-step distillations + evaluations: about a minute on a quiet 2-core CPU
-def test_gags_beats_averaged_features_on_miou(prepared, tmp_path):
+@pytest.mark.slow  # two short distillations + evaluations
+def test_gags_beats_its_own_unconverged_self(prepared, tmp_path):
+    """More steps help and the loss curve flattens (issue 8: a ranking against the baselines is the
+    bed's to decide, not a test's)."""
     run, scene = prepared
     results = {}
-    for method in ("gags", "average"):
-        folder = _copy_run(run, tmp_path / method)
-        stats = distill(
-            DistillConfig(
-                run=folder,
-                method=named_method(method),
-                iterations=ITERATIONS,
-                progress=False,
-                backend=BACKEND,
-            )
-        )
-        assert np.isfinite(stats["distill"])
-        results[method] = _miou(folder, scene)
-    assert results["gags"] > results["average"], results
+    for steps in (ITERATIONS // 10, ITERATIONS):
+        folder = _copy_run(run, tmp_path / f"gags{steps}")
+        stats = distill(DistillConfig(run=folder, iterations=steps, progress=False, backend=BACKEND))
+        assert np.isfinite(stats["distill"]) and len(stats["curve"]) == steps
+        results[steps] = (_miou(folder, scene), stats)
+    assert results[ITERATIONS][0] > results[ITERATIONS // 10][0], results
+    curve = [c["distill"] for c in results[ITERATIONS][1]["curve"]]
+    assert np.mean(curve[-50:]) < 0.8 * np.mean(curve[:50])
+    assert (RunFolder(tmp_path / f"gags{ITERATIONS}").root / "distill_curve.json").exists()
 
 
 def test_distill_outputs_and_language_field_api(prepared, tmp_path):
@@ -146,7 +143,7 @@ def test_distill_outputs_and_language_field_api(prepared, tmp_path):
 
 
 def test_resume_continues_to_the_same_result(prepared, tmp_path, monkeypatch):
-    import gags.distill.train as train_module
+    import gags.distill.gad as train_module
 
     run, _ = prepared
     straight = _copy_run(run, tmp_path / "straight")
@@ -154,21 +151,21 @@ def test_resume_continues_to_the_same_result(prepared, tmp_path, monkeypatch):
 
     resumed = _copy_run(run, tmp_path / "resumed")
     calls = {"n": 0}
-    real_render = train_module.render_field
+    real_loss = train_module.gad_loss
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 9:
             raise KeyboardInterrupt
-        return real_render(*args, **kwargs)
+        return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "render_field", interrupted)
+    monkeypatch.setattr(train_module, "gad_loss", interrupted)
     with pytest.raises(KeyboardInterrupt):
         distill(
             DistillConfig(run=resumed, iterations=12, checkpoint_every=6, progress=False, backend=BACKEND)
         )
     assert not RunFolder(resumed).language.exists()
-    monkeypatch.setattr(train_module, "render_field", real_render)
+    monkeypatch.setattr(train_module, "gad_loss", real_loss)
     stats = distill(
         DistillConfig(
             run=resumed, iterations=12, checkpoint_every=6, resume=True, progress=False, backend=BACKEND
@@ -222,3 +219,23 @@ def test_missing_prepare_outputs_name_the_file(prepared, tmp_path):
     with pytest.raises(GagsError, match="shape"):
         distill(DistillConfig(run=folder, iterations=1, progress=False, backend=BACKEND))
     assert not RunFolder(folder).language.exists()
+
+
+def test_cached_render_trains_the_same_field_as_rasterising(prepared, tmp_path):
+    run, _ = prepared
+    fields = []
+    for cache in (True, False):
+        folder = _copy_run(run, tmp_path / f"cache{cache}")
+        distill(
+            DistillConfig(
+                run=folder,
+                iterations=6,
+                views_per_step=2,
+                pixels_per_view=500,
+                cache_render=cache,
+                progress=False,
+                backend=BACKEND,
+            )
+        )
+        fields.append(torch.load(RunFolder(folder).language, weights_only=True)["features"])
+    torch.testing.assert_close(fields[0], fields[1], atol=1e-5, rtol=1e-4)

@@ -78,7 +78,17 @@ def test_consistency_paper_form_matches_eq6():
     feats = torch.tensor([[0.0, 0.0], [2.0, 0.0], [1.0, 1.0], [5.0, 5.0]])
     region = torch.tensor([3, 3, 3, 9])  # region 9 has one pixel: skipped (and contributes 0 anyway)
     # region 3: mean (1, 1/3); squared distances: 1 + 1/9, 1 + 1/9, 0 + 4/9 -> sum 8/3, / S = 3 -> 8/9
-    assert float(consistency_loss(feats, region, "paper")) == pytest.approx(8 / 9, rel=1e-6)
+    assert float(consistency_loss(feats, region, "paper-sum")) == pytest.approx(8 / 9, rel=1e-6)
+    assert float(consistency_loss(feats, region, "paper")) == pytest.approx(8 / 9, rel=1e-6)  # one region
+
+
+def test_consistency_paper_form_is_eq6_over_the_number_of_regions():
+    feats = torch.tensor([[0.0, 0.0], [2.0, 0.0], [1.0, 1.0], [3.0, 3.0], [3.0, 5.0], [9.0, 9.0]])
+    region = torch.tensor(
+        [3, 3, 3, 4, 4, 9]
+    )  # regions 3 (8/9) and 4 (mean (3, 4): 1 + 1 -> 2 / 2 = 1); 9 skipped
+    assert float(consistency_loss(feats, region, "paper-sum")) == pytest.approx(8 / 9 + 1, rel=1e-6)
+    assert float(consistency_loss(feats, region, "paper")) == pytest.approx((8 / 9 + 1) / 2, rel=1e-6)
 
 
 def test_consistency_reference_form_matches_code():

@@ -11,6 +11,15 @@ Two forms (``DecoderForm``):
 - ``reference-two-nets`` (authors' code, spec section 3): the feature decoder :class:`FeatureDecoder`
   (``CNN_decoder``) and a separate :class:`GranularityDecoder` (``CNN_scale_decoder``) fed with the
   *detached* rendered feature, so alpha trains only its own network.
+
+Initialisation of the granularity branch (``AlphaInit``):
+
+- ``default``: PyTorch's default Linear initialisation for every layer (paper and reference: neither
+  says otherwise). The initial eta is a random, nearly input-independent vector, so alpha starts as
+  one global, slightly non-uniform softmax (e.g. (0.31, 0.40, 0.29)).
+- ``uniform``: the last layer of the granularity branch starts at zero (weights and bias), so alpha
+  is exactly 1/3 at every pixel at the start and no level is favoured before the field has learnt
+  anything; the layer still gets gradients from the first step. Not in the paper or the reference.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 DecoderForm = Literal["shared-two-heads", "reference-two-nets"]
+AlphaInit = Literal["default", "uniform"]
 
 #: widths of the reference ``CNN_scale_decoder`` after the 16-d input
 GRANULARITY_WIDTHS: tuple[int, ...] = (64, 128, 64, 32, 16)
@@ -139,6 +149,7 @@ class GaDDecoders(nn.Module):
         in_dim: int = 16,
         hidden: int = 256,
         learn_alpha: bool = True,
+        alpha_init: AlphaInit = "default",
     ) -> None:
         super().__init__()
         self.form = form
@@ -151,6 +162,17 @@ class GaDDecoders(nn.Module):
             self.granularity = GranularityDecoder(in_dim) if learn_alpha else None
         else:
             raise ValueError(f"unknown decoder form {form!r}; choose shared-two-heads or reference-two-nets")
+        if alpha_init == "uniform" and self.eta_layers():
+            last = self.eta_layers()[-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+        elif alpha_init != "default":
+            raise ValueError(f"unknown alpha initialisation {alpha_init!r}; choose default or uniform")
+
+    def eta_layers(self) -> list[nn.Linear]:
+        """The Linear layers of the granularity branch (the eta head or the separate network)."""
+        net = self.feature.eta_head if self.form == "shared-two-heads" else self.granularity
+        return [] if net is None else [m for m in net.modules() if isinstance(m, nn.Linear)]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(..., in_dim) rendered features -> (f_clip (..., D) unit vectors, eta (..., 3) or None).

@@ -18,10 +18,11 @@ from typing import Any, Literal
 
 import torch
 
-from gags.distill.decoders import DecoderForm, GaDDecoders, decoder_config
+from gags.distill.decoders import AlphaInit, DecoderForm, GaDDecoders, decoder_config
 from gags.distill.losses import ConsistencyForm, DistillLoss, loss_weights
 from gags.distill.methods import DistillContext, TrainedField
 from gags.distill.objective import LossOptions, gad_loss
+from gags.distill.schedule import peak_lr
 from gags.distill.views import ViewTargets
 from gags.models.segmenter import LEVELS
 
@@ -45,16 +46,23 @@ class GaD:
     """Eq. 5: every region of m_f counts equally (False: plain mean over pixels)"""
     smooth_kernel: int = 5
     """box filter on alpha before the argmax that builds m_f (reference: 5)"""
-    feature_lr: float = 1e-3
-    """Adam learning rate of the per-Gaussian features (reference, eps 1e-15)"""
-    decoder_lr: float = 1e-4
-    """Adam learning rate of the decoders (reference)"""
+    feature_lr: float | None = None
+    """peak Adam learning rate of the per-Gaussian features (eps 1e-15); None: the schedule's
+    (reference 1e-3, short 1e-2; gags.distill.schedule)"""
+    decoder_lr: float | None = None
+    """peak Adam learning rate of the decoders; None: the schedule's (reference 1e-4, short 1e-3)"""
     entropy_weights: tuple[float, float] = (0.001, 0.002)
     """lambda_entropy before / after the switch (reference; the paper gives none)"""
     consistency_weight: float = 0.1
     """lambda_consistency after the switch, 0 before (reference)"""
     switch_at: float = 0.5
     """fraction of the iterations where the weights switch (reference: iteration 15001 of 30000)"""
+    alpha_init: AlphaInit = "default"
+    """granularity branch initialisation. default: PyTorch's (paper/reference); uniform: last layer zero,
+    so alpha starts at exactly 1/3 everywhere (not in the paper or the reference)"""
+    alpha_warmup: float = 0.0
+    """EXPERIMENTAL (in neither the paper nor the reference): fraction of the run during which learned
+    alpha is replaced by 1/3 (averaged targets) before it is learned; 0 = off"""
 
     @property
     def name(self) -> str:
@@ -89,13 +97,20 @@ class GaDTrainer:
         self.method = method
         self.alpha_const = method.fixed_alpha()
         self.decoders = GaDDecoders(
-            method.decoder_form, ctx.embed_dim, ctx.feature_dim, learn_alpha=self.alpha_const is None
+            method.decoder_form,
+            ctx.embed_dim,
+            ctx.feature_dim,
+            learn_alpha=self.alpha_const is None,
+            alpha_init=method.alpha_init,
         ).to(ctx.device)
         self.field = torch.zeros(ctx.num_gaussians, ctx.feature_dim, device=ctx.device, requires_grad=True)
         self.optimizers = [
-            torch.optim.Adam([self.field], lr=method.feature_lr, eps=1e-15),
-            torch.optim.Adam(self.decoders.parameters(), lr=method.decoder_lr),
+            torch.optim.Adam([self.field], lr=peak_lr(ctx.schedule, "feature", method.feature_lr), eps=1e-15),
+            torch.optim.Adam(
+                self.decoders.parameters(), lr=peak_lr(ctx.schedule, "decoder", method.decoder_lr)
+            ),
         ]
+        self.warmup_alpha = GaD(alpha="average").fixed_alpha() if method.alpha_warmup > 0 else None
         self.options = LossOptions(
             method.distill_loss, method.consistency, method.region_aware, method.smooth_kernel
         )
@@ -109,7 +124,10 @@ class GaDTrainer:
     ) -> tuple[torch.Tensor, dict[str, float]]:
         m = self.method
         lam_ent, lam_cons = loss_weights(progress, m.entropy_weights, m.consistency_weight, m.switch_at)
-        return gad_loss(rendered, view, self.decoders, self.alpha_const, self.options, lam_ent, lam_cons)
+        alpha = (
+            self.warmup_alpha if progress < m.alpha_warmup and self.alpha_const is None else self.alpha_const
+        )
+        return gad_loss(rendered, view, self.decoders, alpha, self.options, lam_ent, lam_cons)
 
     def state_dict(self) -> dict[str, Any]:
         return {

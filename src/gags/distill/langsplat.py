@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from gags.distill.autoencoder import Autoencoder, autoencoder_config, train_autoencoder
 from gags.distill.methods import DistillContext, TrainedField
+from gags.distill.schedule import peak_lr
 from gags.distill.views import ViewTargets
 from gags.models.segmenter import LEVELS
 
@@ -49,8 +50,9 @@ def level_codes(view: ViewTargets, codes: torch.Tensor, level: int) -> tuple[tor
 class LangSplat:
     """LangSplat's three 3-d fields, one per level, through a scene autoencoder."""
 
-    lr: float = 0.0025
-    """Adam learning rate of the three 3-d fields (LangSplat)"""
+    lr: float | None = None
+    """peak Adam learning rate of the three 3-d fields; None: the schedule's (reference 0.0025 =
+    LangSplat's constant rate, short 1e-2; gags.distill.schedule)"""
     autoencoder_epochs: int = 100
     """epochs of the encoder_dim -> 3 autoencoder, trained before the fields (LangSplat: 100)"""
 
@@ -82,7 +84,8 @@ class LangSplatTrainer:
         g = torch.Generator().manual_seed(ctx.seed)
         init = 0.01 * torch.randn(ctx.num_gaussians, len(LEVELS), LATENT, generator=g)
         self.raw = init.to(ctx.device).requires_grad_(True)
-        self.optimizers = [torch.optim.Adam([self.raw], lr=method.lr, eps=1e-15)]
+        lr = peak_lr(ctx.schedule, "langsplat", method.lr)
+        self.optimizers = [torch.optim.Adam([self.raw], lr=lr, eps=1e-15)]
 
     def _encode_views(self) -> None:
         with torch.no_grad():

@@ -9,8 +9,21 @@ variants (spec section 3 and section 6 items 3-4):
 
 - ``DistillLoss``: ``paper-l2`` is Eq. 3, sum_n alpha_n ||f_clip - f_n||^2; ``reference-l1`` is the code's
   mean_c |f_clip - sum_n alpha_n f_n| (L1 to the alpha-mixed target).
-- ``ConsistencyForm``: ``paper`` is Eq. 6 on f_clip, sum_i (1/S(R_i)) sum_{p in R_i} ||f_p - mean_{R_i} f||^2;
-  ``reference`` is the code's sum_i |R_i| mean_c var_unbiased(f16 | R_i) / (H'W') on the 16-d render.
+- ``ConsistencyForm``: ``paper`` is Eq. 6 on f_clip divided by the number of regions n_r,
+  (1/n_r) sum_i (1/S(R_i)) sum_{p in R_i} ||f_p - mean_{R_i} f||^2 (see below); ``paper-sum`` is Eq. 6
+  exactly as printed (no 1/n_r); ``reference`` is the code's
+  sum_i |R_i| mean_c var_unbiased(f16 | R_i) / (H'W') on the 16-d render.
+
+Why ``paper`` divides Eq. 6 by n_r: the paper gives no lambda_cons; the only value is the reference's 0.1,
+and it weighs the reference's form, which is a size-weighted *mean* over regions (the weights |R_i|/(H'W')
+sum to the covered fraction of the image, at most 1) of a per-channel mean, against a distillation term
+that is likewise a mean over regions (Eq. 5) of a per-channel mean (L1). Eq. 6 as printed is a *sum* over
+the n_r regions, so with the same 0.1 it weighs n_r times more against Eq. 5's mean (on the synthetic
+scene at -r 2: a median of 8 regions per view when m_f is the wholes, 13 when it is the subparts, up
+to 43). Dividing by n_r makes both GaD terms of the paper form the same kind of quantity as in the
+reference, a mean over regions of a channel reduction (a squared-norm sum over channels for both:
+Eq. 3 and Eq. 6), so the reference's 0.1 carries over unchanged. Regions are weighted equally, as
+Eq. 6's 1/S(R_i) and Eq. 5 intend (the reference weights them by size).
 """
 
 from __future__ import annotations
@@ -21,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 DistillLoss = Literal["paper-l2", "reference-l1"]
-ConsistencyForm = Literal["paper", "reference"]
+ConsistencyForm = Literal["paper", "paper-sum", "reference"]
 
 #: the reference's epsilon inside the entropy's log
 ENTROPY_EPS = 1e-6
@@ -103,7 +116,8 @@ def consistency_loss(
     """Eq. 6 feature consistency inside each region of m_f (module docstring for the two forms).
 
     Args:
-        features: (P, C) per-pixel features: f_clip for ``paper``, the 16-d render for ``reference``.
+        features: (P, C) per-pixel features: f_clip for ``paper`` / ``paper-sum``, the 16-d render for
+            ``reference``.
         region: (P,) int64 region ids >= 0.
         total_pixels: H'W', the reference's normaliser (default P).
         min_pixels: regions with fewer pixels are skipped (the reference skips 0- and 1-pixel regions).
@@ -119,17 +133,18 @@ def consistency_loss(
     means = sums.index_add(0, inverse, features) / counts[:, None]
     sq = (features - means[inverse]).pow(2)  # (P, C)
     keep = counts >= min_pixels
-    if form == "paper":
+    if form in ("paper", "paper-sum"):
         per_region = torch.zeros(R, dtype=features.dtype, device=features.device).index_add(
             0, inverse, sq.sum(-1)
         )
-        return (per_region / counts)[keep].sum()
+        total = (per_region / counts)[keep].sum()
+        return total if form == "paper-sum" else total / keep.sum().clamp(min=1)
     if form == "reference":
         ss = torch.zeros_like(means).index_add(0, inverse, sq)  # (R, C) sums of squares
         var = ss / (counts[:, None] - 1).clamp(min=1)  # unbiased, as torch.var
         total = features.shape[0] if total_pixels is None else total_pixels
         return (counts * var.mean(-1))[keep].sum() / total
-    raise ValueError(f"unknown consistency form {form!r}; choose paper or reference")
+    raise ValueError(f"unknown consistency form {form!r}; choose paper, paper-sum or reference")
 
 
 def loss_weights(

@@ -39,6 +39,8 @@ class DistillContext:
         seed: seeds initialisation.
         device: where parameters live.
         progress: show progress bars for long setup work.
+        schedule: the learning-rate schedule's name (:mod:`gags.distill.schedule`); a method takes its
+            peak rates from it unless its own settings give them.
     """
 
     num_gaussians: int
@@ -49,6 +51,7 @@ class DistillContext:
     seed: int
     device: torch.device
     progress: bool = True
+    schedule: str = "short"
 
 
 @dataclasses.dataclass

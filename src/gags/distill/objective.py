@@ -78,7 +78,7 @@ def gad_loss(
         loss = loss + lambda_entropy * l_ent
         stats["entropy"] = float(l_ent.detach())
     if lambda_consistency > 0:
-        source = f_clip if options.consistency == "paper" else f_valid
+        source = f_valid if options.consistency == "reference" else f_clip
         l_cons = consistency_loss(source, region, options.consistency, total_pixels=H * W)
         loss = loss + lambda_consistency * l_cons
         stats["consistency"] = float(l_cons.detach())

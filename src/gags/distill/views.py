@@ -46,6 +46,23 @@ class ViewTargets:
         """(P, L, D) per-level target features f_n at the valid pixels."""
         return self.features[self.valid_ids]
 
+    def subsample(self, pixels: int, seed: int) -> ViewTargets:
+        """The same view supervised at ``pixels`` of its valid pixels, drawn uniformly without replacement.
+
+        ``pixels <= 0`` or at least the valid count returns the view itself. The draw depends only on
+        ``seed`` (callers pass one per step and view, so resuming a run redraws the same pixels). Every
+        GaD term is a mean over regions of per-region means (Eq. 5) or variances (Eq. 6), which a
+        uniform sample estimates without bias; the alpha smoothing that builds m_f sees zeros at the
+        unsampled pixels, which scales every level alike within a window and so keeps its argmax an
+        estimate of the full map's.
+        """
+        n = int(self.valid.numel())
+        if pixels <= 0 or n <= pixels:
+            return self
+        g = torch.Generator().manual_seed(int(seed))
+        keep = torch.randperm(n, generator=g)[:pixels].sort().values.to(self.valid.device)
+        return dataclasses.replace(self, valid=self.valid[keep])
+
     def camera_tensors(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """(viewmats (1, 4, 4), Ks (1, 3, 3)) of this view."""
         return stack_cameras([self.camera], device)
