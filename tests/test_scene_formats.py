@@ -13,9 +13,9 @@ from PIL import Image
 from gags.errors import GagsError
 from gags.runfolder import RunFolder
 from gags.scene import SceneConfig, load_image, load_run_scene, load_scene
-from gags.scene import colmap as colmap_io
 from gags.scene.load import scene_config_from_dict
 from gags.scene.scene import Scene
+from gags.scene.sfm import import_pycolmap
 
 
 def visible_fraction(scene: Scene) -> np.ndarray:
@@ -122,10 +122,9 @@ def test_garden_points_npz_has_cameras_without_images() -> None:
 
 def test_colmap_text_model_round_trips_to_the_binary_cameras(tmp_path: Path) -> None:
     source = shared_dataset("colmap_sample")
-    model = colmap_io.read_model(source / "sparse" / "0")
     (tmp_path / "sparse" / "0").mkdir(parents=True)
     (tmp_path / "images").symlink_to(source / "images")
-    colmap_io.write_model_text(tmp_path / "sparse" / "0", model)
+    import_pycolmap().Reconstruction(source / "sparse" / "0").write_text(tmp_path / "sparse" / "0")
     binary = load_scene(SceneConfig(data=source))
     text = load_scene(SceneConfig(data=tmp_path))
     assert [c.name for c in text.cameras] == [c.name for c in binary.cameras]
