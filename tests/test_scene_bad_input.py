@@ -120,6 +120,22 @@ def test_truncated_colmap_binary(tmp_path: Path, name: str) -> None:
         load_scene(SceneConfig(data=tmp_path))
 
 
+def test_colmap_record_cut_short_and_inconsistent_files_name_the_file(tmp_path: Path) -> None:
+    root = tiny_colmap(tmp_path / "bin")
+    images_bin = root / "sparse" / "0" / "images.bin"
+    data = images_bin.read_bytes()
+    images_bin.write_bytes(data[: data.index(b"im0.png") + 3])  # pycolmap alone would never return
+    with pytest.raises(GagsError, match=r"images\.bin: is truncated \(unterminated image name"):
+        load_scene(SceneConfig(data=root))
+    root = tiny_colmap(tmp_path / "text", binary=False)
+    (root / "sparse" / "0" / "points3D.txt").write_text("1 0 0 0 1 2 3 0.5 7 0\n")  # image 7 does not exist
+    with pytest.raises(GagsError, match=r"points3D\.txt: rejected by pycolmap \(Image with ID 7 "):
+        load_scene(SceneConfig(data=root))
+    (root / "sparse" / "0" / "cameras.txt").write_text("2 PINHOLE 32 24 30 30 16 12\n")
+    with pytest.raises(GagsError, match=r"images\.txt: image 'im0\.png' uses camera 1, not in cameras\.txt"):
+        load_scene(SceneConfig(data=root))
+
+
 def test_non_finite_colmap_pose_in_text_model(tmp_path: Path) -> None:
     root = tiny_colmap(tmp_path, binary=False)
     images_txt = root / "sparse" / "0" / "images.txt"
