@@ -293,7 +293,7 @@ def _text_problem(path: Path, kind: str, camera_ids: set[int]) -> str | None:
             if not np.isfinite(pose).all():
                 bad.append(name)
             elif camera_id not in camera_ids:
-                return f"image {name!r} uses camera {camera_id}, not in {path.with_name('cameras.txt').name}"
+                return f"image {name!r} uses camera {camera_id}, not in cameras.txt"
             i += 2
         if bad:
             return f"non-finite or zero poses for images {bad[:5]}"
