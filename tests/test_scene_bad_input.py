@@ -13,25 +13,32 @@ from PIL import Image
 
 from gags.errors import GagsError
 from gags.scene import SceneConfig, load_image, load_scene
-from gags.scene import colmap as colmap_io
+from gags.scene.sfm import import_pycolmap
 
 
 def tiny_colmap(root: Path, n_images: int = 3, size: tuple[int, int] = (32, 24), binary: bool = True) -> Path:
-    """A COLMAP scene of ``n_images`` PINHOLE views of a few points, with matching PNGs; returns ``root``."""
-    cameras = {1: colmap_io.ColmapCamera(1, "PINHOLE", size[0], size[1], np.array([30.0, 30.0, 16.0, 12.0]))}
-    images = {
-        i + 1: colmap_io.ColmapImage(
-            i + 1, np.array([1.0, 0, 0, 0]), np.array([0.1 * i, 0, 4.0]), 1, f"im{i}.png"
+    """A COLMAP scene of ``n_images`` PINHOLE views of a few points, with matching PNGs; returns ``root``.
+
+    The model is built and written by pycolmap (COLMAP's own writer), as ``.bin`` or ``.txt``.
+    """
+    pycolmap = import_pycolmap()
+    model = pycolmap.Reconstruction()
+    camera = pycolmap.Camera(
+        camera_id=1, model="PINHOLE", width=size[0], height=size[1], params=[30, 30, 16, 12]
+    )
+    model.add_camera_with_trivial_rig(camera)
+    for i in range(n_images):
+        pose = pycolmap.Rigid3d(pycolmap.Rotation3d(), np.array([0.1 * i, 0, 4.0]))
+        model.add_image_with_trivial_frame(
+            pycolmap.Image(name=f"im{i}.png", camera_id=1, image_id=i + 1), pose
         )
-        for i in range(n_images)
-    }
-    points = np.random.default_rng(0).uniform(-1, 1, (10, 3))
-    model = colmap_io.ColmapModel(cameras, images, points, np.full((10, 3), 7, np.uint8))
+    for xyz in np.random.default_rng(0).uniform(-1, 1, (10, 3)):
+        model.add_point3D(xyz, pycolmap.Track(), np.full(3, 7, np.uint8))
     (root / "sparse" / "0").mkdir(parents=True)
     (root / "images").mkdir()
-    (colmap_io.write_model_binary if binary else colmap_io.write_model_text)(root / "sparse" / "0", model)
-    for image in images.values():
-        Image.new("RGB", size, (10, 20, 30)).save(root / "images" / image.name)
+    (model.write if binary else model.write_text)(root / "sparse" / "0")
+    for i in range(n_images):
+        Image.new("RGB", size, (10, 20, 30)).save(root / "images" / f"im{i}.png")
     return root
 
 
@@ -113,10 +120,26 @@ def test_truncated_colmap_binary(tmp_path: Path, name: str) -> None:
         load_scene(SceneConfig(data=tmp_path))
 
 
+def test_colmap_record_cut_short_and_inconsistent_files_name_the_file(tmp_path: Path) -> None:
+    root = tiny_colmap(tmp_path / "bin")
+    images_bin = root / "sparse" / "0" / "images.bin"
+    data = images_bin.read_bytes()
+    images_bin.write_bytes(data[: data.index(b"im0.png") + 3])  # pycolmap alone would never return
+    with pytest.raises(GagsError, match=r"images\.bin: is truncated \(unterminated image name"):
+        load_scene(SceneConfig(data=root))
+    root = tiny_colmap(tmp_path / "text", binary=False)
+    (root / "sparse" / "0" / "points3D.txt").write_text("1 0 0 0 1 2 3 0.5 7 0\n")  # image 7 does not exist
+    with pytest.raises(GagsError, match=r"points3D\.txt: rejected by pycolmap \(Image with ID 7 "):
+        load_scene(SceneConfig(data=root))
+    (root / "sparse" / "0" / "cameras.txt").write_text("2 PINHOLE 32 24 30 30 16 12\n")
+    with pytest.raises(GagsError, match=r"images\.txt: image 'im0\.png' uses camera 1, not in cameras\.txt"):
+        load_scene(SceneConfig(data=root))
+
+
 def test_non_finite_colmap_pose_in_text_model(tmp_path: Path) -> None:
     root = tiny_colmap(tmp_path, binary=False)
     images_txt = root / "sparse" / "0" / "images.txt"
-    images_txt.write_text(images_txt.read_text().replace(" 4.0 1 im1.png", " nan 1 im1.png"))
+    images_txt.write_text(images_txt.read_text().replace(" 4 1 im1.png", " nan 1 im1.png"))
     with pytest.raises(GagsError, match=r"images\.txt: non-finite or zero poses for images \['im1\.png'\]"):
         load_scene(SceneConfig(data=root))
 

@@ -13,9 +13,9 @@ from PIL import Image
 from gags.errors import GagsError
 from gags.runfolder import RunFolder
 from gags.scene import SceneConfig, load_image, load_run_scene, load_scene
-from gags.scene import colmap as colmap_io
 from gags.scene.load import scene_config_from_dict
 from gags.scene.scene import Scene
+from gags.scene.sfm import import_pycolmap
 
 
 def visible_fraction(scene: Scene) -> np.ndarray:
@@ -122,10 +122,9 @@ def test_garden_points_npz_has_cameras_without_images() -> None:
 
 def test_colmap_text_model_round_trips_to_the_binary_cameras(tmp_path: Path) -> None:
     source = shared_dataset("colmap_sample")
-    model = colmap_io.read_model(source / "sparse" / "0")
     (tmp_path / "sparse" / "0").mkdir(parents=True)
     (tmp_path / "images").symlink_to(source / "images")
-    colmap_io.write_model_text(tmp_path / "sparse" / "0", model)
+    import_pycolmap().Reconstruction(source / "sparse" / "0").write_text(tmp_path / "sparse" / "0")
     binary = load_scene(SceneConfig(data=source))
     text = load_scene(SceneConfig(data=tmp_path))
     assert [c.name for c in text.cameras] == [c.name for c in binary.cameras]
@@ -135,6 +134,27 @@ def test_colmap_text_model_round_trips_to_the_binary_cameras(tmp_path: Path) -> 
         assert (a.width, a.height) == (b.width, b.height)
     np.testing.assert_array_equal(text.points, binary.points)
     np.testing.assert_array_equal(text.point_colors, binary.point_colors)
+
+
+def test_colmap_cameras_and_points_equal_pycolmaps_own_numbers() -> None:
+    """K, pose, size and points of every image are pycolmap's; projections agree with its own."""
+    source = shared_dataset("colmap_sample")
+    model = import_pycolmap().Reconstruction(source / "sparse" / "0")
+    scene = load_scene(SceneConfig(data=source, holdout_every=0))
+    assert len(scene.cameras) == model.num_reg_images()
+    xyz = np.array([p.xyz for _, p in sorted(model.points3D.items())])
+    for cam in scene.cameras:
+        image = model.find_image_with_name(cam.name)
+        np.testing.assert_array_equal(cam.K, image.camera.calibration_matrix())
+        np.testing.assert_allclose(cam.world_to_cam[:3], image.cam_from_world().matrix(), rtol=0, atol=1e-15)
+        np.testing.assert_array_equal(cam.world_to_cam[3], [0, 0, 0, 1])
+        assert (cam.width, cam.height) == (image.camera.width, image.camera.height)
+        assert cam.image_path == source / "images" / image.name
+        in_cam = cam.world_to_cam[:3, :3] @ xyz[:50].T + cam.world_to_cam[:3, 3:]
+        uv = (cam.K @ in_cam)[:2] / in_cam[2]
+        theirs = np.stack([image.project_point(p) for p in xyz[:50]], axis=1)
+        np.testing.assert_allclose(uv, theirs, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(scene.points, xyz.astype(np.float32))
 
 
 def test_load_run_scene_rebuilds_the_recorded_scene(tmp_path: Path) -> None:

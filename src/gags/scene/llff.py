@@ -14,7 +14,7 @@ import numpy as np
 
 from gags.errors import file_error
 from gags.scene.cameras import Camera
-from gags.scene.colmap import read_points3d_binary, read_points3d_text
+from gags.scene.colmap import read_points3d_binary
 from gags.scene.images import check_image_sizes, choose_image_dir, expected_factor, list_images
 
 POSES_FILE = "poses_bounds.npy"
@@ -44,12 +44,14 @@ def read_poses_bounds(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def read_llff_points(root: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The COLMAP ``points3D`` next to the poses (``sparse/0`` or ``sparse``), or (None, None)."""
+    """The COLMAP ``points3D.bin`` next to the poses (``sparse/0`` or ``sparse``), or (None, None).
+
+    LLFF data sets ship it without ``images.bin``, which pycolmap needs to read it (see
+    :mod:`gags.scene.colmap`), so it is read by :func:`~gags.scene.colmap.read_points3d_binary`.
+    """
     for folder in (root / "sparse" / "0", root / "sparse"):
         if (folder / "points3D.bin").is_file():
             return read_points3d_binary(folder / "points3D.bin")
-        if (folder / "points3D.txt").is_file():
-            return read_points3d_text(folder / "points3D.txt")
     return None, None
 
 
