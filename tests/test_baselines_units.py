@@ -93,3 +93,23 @@ def test_ablation_markdown_formats_percentages_and_missing_levels():
     table = ablation_markdown(rows).splitlines()
     assert table[0].startswith("| model | method | prompts | distill | mIoU overall | mIoU subpart")
     assert table[2] == "| 3 | gags | gas | gags | 50.0 | - | 25.0 | - | 75.0 | - | 100.0 | - |"
+
+
+def test_seed_rows_average_into_mean_and_std_cells():
+    from gags.stages.ablation import mean_rows
+
+    def row(miou: float) -> dict:
+        block = {"overall": {"miou": miou, "macc": 0.5}, "by_level": {"whole": {"miou": miou, "macc": 1.0}}}
+        return {
+            "method": "gags",
+            "model": "3",
+            "prompts": "gas",
+            "distill": "gags",
+            "label_sets": {"q": block},
+        }
+
+    (mean,) = mean_rows([[row(0.2)], [row(0.4)]], "q")
+    assert mean["overall"]["miou"] == pytest.approx((0.3, 0.1))
+    assert mean["by_level"]["part"]["miou"] is None
+    table = ablation_markdown([mean], with_std=True)
+    assert "| 30.0 ± 10.0 |" in table and "| 50.0 ± 0.0 |" in table and "| - |" in table

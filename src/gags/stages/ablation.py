@@ -38,7 +38,12 @@ class AblationConfig:
     methods: tuple[str, ...] = tuple(m.name for m in (*TABLE4, LANGSPLAT))
     """methods to run (see gags.baselines.methods): Table 4 models 1-7 and langsplat"""
     seed: int = 0
-    """seed of the scene, the oracles and every stage"""
+    """seed of the scene, the oracles and every stage (with ``--seeds``: ignored)"""
+    seeds: tuple[int, ...] = ()
+    """run the whole ablation once per seed (scene, oracles, every stage) into OUT/seed-N and report
+    mean +- std over them; empty: ``--seed`` only"""
+    label_sets: tuple[Literal["queries", "hierarchy"], ...] = ("queries", "hierarchy")
+    """label sets evaluated: the LERF-OVS-like query set and the all-regions hierarchy stress test"""
     width: int = 200
     """synthetic image width, pixels"""
     height: int = 150
@@ -113,15 +118,15 @@ def method_folder(cfg: AblationConfig, spec: MethodSpec, prep: RunFolder) -> Run
     return run
 
 
-def run_method(cfg: AblationConfig, spec: MethodSpec, prep: RunFolder, labels: Path) -> dict[str, Any]:
-    """Distil and evaluate one method; returns its metrics (read back when already done)."""
+def run_method(cfg: AblationConfig, spec: MethodSpec, prep: RunFolder, scene_dir: Path) -> dict[str, Any]:
+    """Distil and evaluate one method on every label set; returns its metrics (read back when done)."""
     import json
 
     from gags.stages.distill import DistillConfig, distill
     from gags.stages.evaluate import EvalConfig, evaluate
+    from gags.synthetic.labels import label_folder
 
     run = method_folder(cfg, spec, prep)
-    metrics_path = run.eval / "metrics.json"
     timing: dict[str, Any] = {}
     if cfg.redo or not run.language.exists():
         stats = distill(
@@ -136,18 +141,32 @@ def run_method(cfg: AblationConfig, spec: MethodSpec, prep: RunFolder, labels: P
                 backend=cfg.backend,
             )
         )
-        timing = {"distill_seconds": stats["seconds"], "peak_memory_mb": stats["peak_memory_mb"]}
-    if cfg.redo or timing or not metrics_path.exists():
-        metrics = evaluate(EvalConfig(run=run.root, labels=labels, box_size=cfg.box_size, device=cfg.device))
-    else:
-        metrics = json.loads(metrics_path.read_text())
+        timing = {
+            "distill_seconds": stats["seconds"],
+            "peak_memory_mb": stats["peak_memory_mb"],
+            "plateau": stats["plateau"],
+        }
+    sets: dict[str, Any] = {}
+    for label_set in cfg.label_sets:
+        out = run.eval if label_set == "queries" else run.eval / label_set
+        path = out / "metrics.json"
+        if cfg.redo or timing or not path.exists():
+            labels = label_folder(scene_dir, label_set)
+            metrics = evaluate(
+                EvalConfig(run=run.root, labels=labels, box_size=cfg.box_size, device=cfg.device, out=out)
+            )
+        else:
+            metrics = json.loads(path.read_text())
+        sets[label_set] = {"overall": metrics["overall"], "by_level": metrics.get("by_level", {})}
+    first = sets[cfg.label_sets[0]]
     return {
         "method": spec.name,
         "model": spec.model,
         "prompts": spec.prompts,
         "distill": spec.distill_method,
-        "overall": metrics["overall"],
-        "by_level": metrics.get("by_level", {}),
+        "overall": first["overall"],
+        "by_level": first["by_level"],
+        "label_sets": sets,
         **timing,
     }
 
@@ -192,35 +211,86 @@ def prepared_runs(
 
 
 def run_ablation(
-    cfg: AblationConfig, scene_dir: Path | None = None, prepared: dict[str, RunFolder] | None = None
+    cfg: AblationConfig,
+    scene_dir: Path | None = None,
+    prepared: dict[str, RunFolder] | None = None,
+    quiet: bool = False,
 ) -> dict[str, Any]:
-    """Run every method of ``cfg.methods``; write and print the table. Returns the rows.
+    """Run every method of ``cfg.methods`` (once per seed of ``cfg.seeds``); write and print the tables.
 
     ``scene_dir`` and ``prepared`` reuse a generated scene and prepared run folders (see
-    :func:`prepared_runs`).
+    :func:`prepared_runs`; single seed only). Returns the rows (with ``--seeds``: per seed and the
+    mean +- std table).
     """
     unknown = [m for m in cfg.methods if m not in METHOD_SPECS]
     if unknown:
         raise GagsError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHOD_SPECS)}")
+    if not cfg.label_sets:
+        raise GagsError("--label-sets needs at least one of queries, hierarchy")
+    if cfg.seeds:
+        per_seed = [
+            run_ablation(dataclasses.replace(cfg, seed=s, seeds=(), out=cfg.out / f"seed-{s}"), quiet=True)
+            for s in cfg.seeds
+        ]
+        result = {"config": dataclasses.asdict(cfg), "seeds": list(cfg.seeds), "per_seed": per_seed}
+        tables = [
+            f"## {label_set} ({len(cfg.seeds)} seeds, mean ± std)\n\n"
+            + ablation_markdown(mean_rows([r["rows"] for r in per_seed], label_set), with_std=True)
+            for label_set in cfg.label_sets
+        ]
+        _write_tables(cfg, result, tables)
+        return result
     t0 = time.perf_counter()
     specs = [METHOD_SPECS[m] for m in cfg.methods]
     scene_dir, preps = prepared_runs(cfg, {s.prompts for s in specs}, scene_dir, prepared)
-    rows = [run_method(cfg, spec, preps[spec.prompts], scene_dir / "labels") for spec in specs]
+    rows = [run_method(cfg, spec, preps[spec.prompts], scene_dir) for spec in specs]
     result = {
         "config": dataclasses.asdict(cfg),
         "scene": str(scene_dir),
         "rows": rows,
         "seconds": time.perf_counter() - t0,
     }
-    table = ablation_markdown(rows)
-    write_json_atomic(cfg.out / "ablation.json", result)
-    write_text_atomic(cfg.out / "ablation.md", table)
-    print(table)
+    tables = [
+        f"## {label_set}\n\n" + ablation_markdown([{**r, **r["label_sets"][label_set]} for r in rows])
+        for label_set in cfg.label_sets
+    ]
+    _write_tables(cfg, result, tables, quiet)
     return result
 
 
-def ablation_markdown(rows: list[dict[str, Any]]) -> str:
-    """The table: one row per method, mIoU and mAcc (%) overall and per level."""
+def _write_tables(
+    cfg: AblationConfig, result: dict[str, Any], tables: list[str], quiet: bool = False
+) -> None:
+    text = "\n".join(tables)
+    write_json_atomic(cfg.out / "ablation.json", result)
+    write_text_atomic(cfg.out / "ablation.md", text)
+    if not quiet:
+        print(text)
+
+
+def mean_rows(per_seed: list[list[dict[str, Any]]], label_set: str) -> list[dict[str, Any]]:
+    """One row per method with each metric's mean and std over the seeds (``label_set``'s figures)."""
+    import numpy as np
+
+    def stat(blocks: list[dict[str, Any] | None], metric: str) -> tuple[float, float] | None:
+        values = [b[metric] for b in blocks if b]
+        return (float(np.mean(values)), float(np.std(values))) if values else None
+
+    out = []
+    for rows in zip(*per_seed, strict=True):
+        sets = [r["label_sets"][label_set] for r in rows]
+        row = {k: rows[0][k] for k in ("method", "model", "prompts", "distill")}
+        row["overall"] = {m: stat([s["overall"] for s in sets], m) for m in ("miou", "macc")}
+        row["by_level"] = {
+            lv: {m: stat([s["by_level"].get(lv) for s in sets], m) for m in ("miou", "macc")} for lv in LEVELS
+        }
+        out.append(row)
+    return out
+
+
+def ablation_markdown(rows: list[dict[str, Any]], with_std: bool = False) -> str:
+    """The table: one row per method, mIoU and mAcc (%) overall and per level (``mean ± std`` cells
+    when the rows hold (mean, std) pairs, see :func:`mean_rows`)."""
     head = ["model", "method", "prompts", "distill"]
     cols = [
         ("miou", "overall"),
@@ -234,7 +304,13 @@ def ablation_markdown(rows: list[dict[str, Any]]) -> str:
         cells = [row["model"], row["method"], row["prompts"], row["distill"]]
         for metric, level in cols:
             block = row["overall"] if level == "overall" else row["by_level"].get(level)
-            cells.append("-" if not block else f"{100 * block[metric]:.1f}")
+            value = None if not block else block.get(metric)
+            if value is None:
+                cells.append("-")
+            elif with_std:
+                cells.append(f"{100 * value[0]:.1f} ± {100 * value[1]:.1f}")
+            else:
+                cells.append(f"{100 * value:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -241,6 +241,7 @@ def _baselines(cfg: DemoConfig, scene_dir: Path) -> list[dict[str, Any]]:
     ablation = AblationConfig(
         out=cfg.out / "baselines",
         methods=tuple(cfg.baselines),
+        label_sets=("queries",),
         seed=cfg.seed,
         width=cfg.width,
         height=cfg.height,

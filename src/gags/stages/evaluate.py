@@ -49,6 +49,8 @@ class EvalConfig:
     smaller images may want a proportionally smaller window)."""
     device: str = "auto"
     """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ..."""
+    out: Path | None = None
+    """Folder for metrics.json, metrics.md and figure.png (default ``RUN/eval``)."""
 
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
@@ -92,7 +94,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         "queries": records,
         "seconds_per_frame": seconds / len(frames),
     }
-    write_report(run.eval, metrics)
+    write_report(cfg.out if cfg.out is not None else run.eval, metrics)
     run.record_stage("eval", cfg)
     return metrics
 
