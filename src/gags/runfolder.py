@@ -214,7 +214,8 @@ class RunFolder:
         else:
             fingerprints[stage] = self._stage_fingerprints(data, inputs or (), outputs or ())
         data[stage] = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
-        data[FINGERPRINTS] = fingerprints
+        if fingerprints or FINGERPRINTS in data:  # a folder is checked once some stage recorded them
+            data[FINGERPRINTS] = fingerprints
         write_json_atomic(self.config, data)
 
     def finish_stage(self, stage: str, inputs: Iterable[Path] = (), outputs: Iterable[Path] = ()) -> None:
