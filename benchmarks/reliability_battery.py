@@ -755,7 +755,7 @@ def cases() -> list[Case]:
         Case(
             "interrupted/prepare-then-distill",
             di,
-            edit_config(lambda d: d["fingerprints"].pop("prepare")),
+            edit_config(lambda d: d["fingerprints"].__setitem__("prepare", {"running": True})),
             names="gags prepare",
         )
     )
@@ -808,6 +808,11 @@ def cases() -> list[Case]:
             check=view_dropped,
         )
     )
+
+    strip = edit_config(lambda d: d.pop("fingerprints"))
+    add(Case("legacy/no-fingerprints/query", q, strip, expect="ok"))
+    add(Case("legacy/no-fingerprints/eval-then-query", q, chain(strip, cli(*ev)), expect="ok"))
+    add(Case("legacy/no-fingerprints/distill", di, strip, expect="ok"))
 
     # 3. damaged files read by distill
     for rel in ("segments/frame_0002.npz", "features/frame_0003.npz"):

@@ -200,16 +200,20 @@ class RunFolder:
         *,
         inputs: Iterable[Path] | None = None,
         outputs: Iterable[Path] | None = None,
+        running: bool = False,
     ) -> None:
         """Store one stage's resolved configuration under ``config.json[stage]`` (atomic).
 
         With ``inputs``/``outputs`` (call it once the stage succeeded) their fingerprints are stored
-        as the stage's finished record; without, the stage's fingerprints are dropped (it is about to
-        change its outputs, or has not finished).
+        as the stage's finished record. ``running=True`` (a stage that records its settings before it
+        starts changing its outputs, then calls :meth:`finish_stage`) marks it as not finished, so
+        later stages refuse its outputs until it is; otherwise the stage's fingerprints are dropped.
         """
         data = self.read_config()
         fingerprints = self._fingerprint_table(data)
-        if inputs is None and outputs is None:
+        if running:
+            fingerprints[stage] = {"running": True, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        elif inputs is None and outputs is None:
             fingerprints.pop(stage, None)
         else:
             fingerprints[stage] = self._stage_fingerprints(data, inputs or (), outputs or ())
@@ -231,23 +235,32 @@ class RunFolder:
         data = self.read_config()
         if FINGERPRINTS not in data:
             return None
-        return stage in self._fingerprint_table(data)
+        entry = self._fingerprint_table(data).get(stage)
+        return entry is not None and not entry.get("running")
 
     def check_unchanged(self, recorded_by: str, path: Path, fix: str) -> None:
         """Raise unless ``path`` is what stage ``recorded_by`` recorded having read or written.
 
-        ``fix`` says what to re-run. Nothing is checked in a folder without fingerprints (written
-        by an older gags) or when the stage did not record ``path``.
+        ``fix`` says what to re-run. Nothing is checked in a folder without fingerprints, for a stage
+        that an older gags recorded (a config entry without fingerprints), or when the stage did not
+        record ``path``.
         """
         data = self.read_config()
         if FINGERPRINTS not in data:
             return
         entry = self._fingerprint_table(data).get(recorded_by)
+        command = f"`gags {_command_name(recorded_by)}`"
+        if entry is None and recorded_by in data:
+            return  # recorded by a gags without fingerprints
         if entry is None:
             raise file_error(
                 self.config,
-                f"records no finished `gags {_command_name(recorded_by)}` (it was interrupted, failed or "
-                f"its outputs were moved aside): {fix}",
+                f"records no finished {command} (never run, or its outputs were moved aside): {fix}",
+            )
+        if entry.get("running"):
+            raise file_error(
+                self.config,
+                f"records that {command} started but did not finish (interrupted or failed): {fix}",
             )
         rel = self._rel(path)
         known = _get(entry, "inputs", rel) or _get(entry, "outputs", rel)

@@ -347,7 +347,7 @@ def _record(run: RunFolder, cfg: PrepareConfig, segmenter: Segmenter, encoder: T
     if outputs and not cfg.overwrite and run.finished("prepare"):
         run.check_unchanged("prepare", run.splats, f"run {redo}")
     config = dataclasses.asdict(cfg)
-    run.record_stage("prepare", {"encoder": enc_spec, "segmenter": seg_spec, "config": config})
+    run.record_stage("prepare", {"encoder": enc_spec, "segmenter": seg_spec, "config": config}, running=True)
 
 
 #: settings that change how prepare runs, not what it writes
