@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,3 +33,76 @@ def shared_dataset(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data set {path} is not present on this machine")
     return path
+
+
+# ----------------------------------------------------------------------------- a tiny finished run
+
+#: the smallest synthetic scene every stage accepts (48 x 36 pixels, 11 views, ~260 Gaussians)
+TINY_SCENE = dict(
+    seed=0, width=48, height=36, n_far=2, n_mid=2, near_per_object=1, n_label_frames=2, density=0.2
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyRun:
+    """A finished run folder (import of the ground-truth splats, prepare with the oracles, 5 distill
+    steps) and the synthetic data set it was made from (LERF-OVS labels in ``scene/labels``)."""
+
+    run: Path
+    scene: Path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> TinyRun:
+    """Built once per session (about 20 s on a CPU); copy it (``run_copy``) before changing it."""
+    from gags.stages.distill import DistillConfig, distill
+    from gags.stages.prepare import PrepareConfig, prepare
+    from gags.stages.train_rgb import TrainConfig, train_rgb
+    from gags.synthetic.generate import SyntheticConfig, generate_scene
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    scene = generate_scene(SyntheticConfig(**TINY_SCENE, cache_dir=root / "cache"))
+    run = root / "run"
+    train_rgb(
+        TrainConfig(
+            data=scene,
+            out=run,
+            import_ply=scene / "gt_splats.ply",
+            iterations=0,
+            evaluate=False,
+            sh_degree=1,
+            device="cpu",
+            progress=False,
+        )
+    )
+    prepare(PrepareConfig(run=run, segmenter="oracle", encoder="oracle", device="cpu", seed=0))
+    distill(DistillConfig(run=run, iterations=5, device="cpu", progress=False))
+    return TinyRun(run=run, scene=scene)
+
+
+@pytest.fixture
+def run_copy(tiny_run: TinyRun, tmp_path: Path) -> Path:
+    """A private copy of the tiny run (modification times kept, so fingerprints are not rehashed)."""
+    return Path(shutil.copytree(tiny_run.run, tmp_path / "run", copy_function=shutil.copy2))
+
+
+def folder_digest(root: Path) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file under ``root`` (hidden ones included)."""
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(root).rglob("*"))
+        if p.is_file()
+    }
+
+
+def gags_cli(args: list[object], capsys) -> tuple[int, str]:
+    """Run ``gags ARGS`` in this process -> (exit code, what it printed to stderr)."""
+    from gags.cli import main
+
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    return code, capsys.readouterr().err

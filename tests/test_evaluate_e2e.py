@@ -177,7 +177,7 @@ def test_query_errors_name_what_is_missing(tmp_path, synthetic, monkeypatch):
     monkeypatch.undo()
     bare = RunFolder(tmp_path / "bare")
     bare.root.mkdir()
-    with pytest.raises(GagsError, match=r"language.pt does not exist: run `gags distill`"):
+    with pytest.raises(GagsError, match=r"language.pt does not exist: run `gags distill "):
         query(QueryConfig(run=bare.root, texts=("mug",)))
     with pytest.raises(SystemExit) as exit_info:
         main(["query", str(bare.root), "mug"])

@@ -134,11 +134,11 @@ def test_nan_input_aborts_without_touching_existing_splats(tmp_path, monkeypatch
     run = RunFolder(cfg.out)
     good_ply, good_ckpt = run.splats.read_bytes(), (run.checkpoints / "latest.pt").read_bytes()
 
-    # a NaN image: refused with its file name; nothing on disk changes
+    # a NaN image (training anew over the run): refused with its file name; nothing on disk changes
     real_load = train_mod.load_image
     monkeypatch.setattr(train_mod, "load_image", lambda cam, bg=(0, 0, 0): real_load(cam, bg) * torch.nan)
     with pytest.raises(GagsError, match=r"images_8/image\d+\.png: image holds NaN"):
-        train_rgb(fern_config(tmp_path, **kwargs))
+        train_rgb(fern_config(tmp_path, overwrite=True, **kwargs))
     monkeypatch.undo()
     assert run.splats.read_bytes() == good_ply
     assert (run.checkpoints / "latest.pt").read_bytes() == good_ckpt
@@ -146,7 +146,7 @@ def test_nan_input_aborts_without_touching_existing_splats(tmp_path, monkeypatch
     # a NaN render mid-run stops training with a GagsError; the last checkpoint and splats.ply are kept
     monkeypatch.setattr(train_mod, "render", PoisonRender(at=3))
     with pytest.raises(GagsError, match=r"diverged at step 2: the loss.*splats\.ply was not changed"):
-        train_rgb(fern_config(tmp_path, **kwargs))
+        train_rgb(fern_config(tmp_path, overwrite=True, **kwargs))
     monkeypatch.undo()
     assert run.splats.read_bytes() == good_ply
     assert (run.checkpoints / "latest.pt").read_bytes() == good_ckpt
@@ -156,7 +156,7 @@ def test_nan_input_aborts_without_touching_existing_splats(tmp_path, monkeypatch
     bad.means[3, 0] = torch.nan
     save_ply(tmp_path / "bad.ply", bad)
     with pytest.raises(GagsError, match=r"bad\.ply.*NaN/inf position"):
-        train_rgb(fern_config(tmp_path, import_ply=tmp_path / "bad.ply", **kwargs))
+        train_rgb(fern_config(tmp_path, import_ply=tmp_path / "bad.ply", overwrite=True, **kwargs))
     assert run.splats.read_bytes() == good_ply
 
 

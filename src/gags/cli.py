@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     except GagsError as e:
         if debug:
             raise
-        print(f"gags: error: {e}", file=sys.stderr)
+        print(f"gags: error: {one_line(str(e))}", file=sys.stderr)
         raise SystemExit(2) from None
     except OSError as e:
         if debug:
@@ -185,6 +185,11 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("gags: interrupted; finished outputs are kept and the stage can be resumed", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line (embedded line breaks, e.g. from a library's error text, become spaces)."""
+    return " ".join(message.split())
 
 
 def os_error_message(e: OSError) -> str:
@@ -202,8 +207,20 @@ def os_error_message(e: OSError) -> str:
         errno.ENOENT: "no such file or folder",
     }
     reason = hints.get(e.errno or -1, e.strerror or type(e).__name__)
+    if e.errno in (errno.EEXIST, errno.ENOTDIR) and e.filename is not None:
+        reason = _file_in_the_way(str(e.filename)) or reason
     paths = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None)
-    return f"{paths}: {reason}" if paths else f"{reason} ({e})"
+    return one_line(f"{paths}: {reason}" if paths else f"{reason} ({e})")
+
+
+def _file_in_the_way(path: str) -> str | None:
+    """For EEXIST/ENOTDIR: the file that stands where a folder is needed, if there is one."""
+    from pathlib import Path
+
+    for p in [Path(path), *Path(path).parents]:
+        if p.exists():
+            return None if p.is_dir() else f"{p} is a file where a folder is needed"
+    return None
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 
@@ -15,3 +16,9 @@ class GagsError(RuntimeError):
 def file_error(path: str | Path, problem: str) -> GagsError:
     """Build a :class:`GagsError` of the form ``"<path>: <problem>"``."""
     return GagsError(f"{path}: {problem}")
+
+
+def suggest(*words: object) -> str:
+    """A command to suggest in a message, shell-quoted and in backticks: ``suggest("gags", "prepare",
+    Path("my run"))`` -> ``"`gags prepare 'my run'`"`` (safe to copy and paste)."""
+    return "`" + shlex.join(str(w) for w in words) + "`"

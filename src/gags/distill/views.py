@@ -15,7 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gags.errors import file_error
+from gags.errors import file_error, suggest
+from gags.io import NPZ_ERRORS
 from gags.models.segmenter import LEVELS
 from gags.runfolder import RunFolder
 from gags.scene.cameras import Camera, stack_cameras
@@ -70,21 +71,29 @@ class ViewTargets:
 
 def _load_npz(path: Path, key: str, produced_by: str) -> np.ndarray:
     if not path.exists():
-        raise file_error(path, f"is missing: run `{produced_by}` first")
+        raise file_error(path, f"is missing: run {produced_by} first")
     try:
         with np.load(path) as data:
             if key not in data:
                 raise file_error(path, f"has no array {key!r} (found {sorted(data.files)})")
             return data[key]
-    except (OSError, ValueError) as e:
-        raise file_error(path, f"is not a readable .npz file ({e})") from e
+    except NPZ_ERRORS as e:
+        raise file_error(
+            path,
+            f"is not a readable .npz file ({type(e).__name__}: {e}): "
+            f"re-run {produced_by} (it redoes unreadable views)",
+        ) from e
 
 
 def load_view_targets(run: RunFolder, camera: Camera, downscale: float) -> ViewTargets:
     """Read and check one view's segments and features, resized to ``camera.scaled(downscale)``."""
     seg_path, feat_path = run.segment_file(camera.name), run.feature_file(camera.name)
-    maps = _load_npz(seg_path, "maps", f"gags prepare {run.root}")
-    feats = _load_npz(feat_path, "features", f"gags prepare {run.root}")
+    maps = _load_npz(seg_path, "maps", suggest("gags", "prepare", run.root))
+    feats = _load_npz(feat_path, "features", suggest("gags", "prepare", run.root))
+    if maps.dtype.kind not in "iu":
+        raise file_error(seg_path, f"'maps' must hold integers, got {maps.dtype}")
+    if feats.dtype.kind not in "fiu":
+        raise file_error(feat_path, f"'features' must hold numbers, got {feats.dtype}")
     if maps.ndim != 3 or maps.shape[0] != len(LEVELS):
         raise file_error(seg_path, f"'maps' must have shape (3, H, W), got {maps.shape}")
     if maps.shape[1:] != (camera.height, camera.width):

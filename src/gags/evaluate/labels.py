@@ -77,19 +77,23 @@ def polygon_mask(height: int, width: int, polygon: np.ndarray) -> np.ndarray:
 def read_frame_labels(path: Path) -> FrameLabels:
     """Parse one LERF-OVS label JSON; raises :class:`GagsError` naming the file and the problem."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise file_error(path, f"cannot read the label JSON ({e})") from e
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: invalid JSON or invalid UTF-8
+        raise file_error(path, f"cannot read the label JSON ({type(e).__name__}: {e})") from e
     info = data.get("info") if isinstance(data, dict) else None
     objects = data.get("objects") if isinstance(data, dict) else None
     if not isinstance(info, dict) or not isinstance(objects, list):
         raise file_error(path, 'not a LERF-OVS label file: expected {"info": {...}, "objects": [...]}')
     try:
         height, width, name = int(info["height"]), int(info["width"]), str(info["name"])
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise file_error(path, f"info needs integer height, width and a name ({e})") from e
-    if height <= 0 or width <= 0:
-        raise file_error(path, f"info has a non-positive size {width}x{height}")
+    if height <= 0 or width <= 0 or height > 1 << 15 or width > 1 << 15:
+        raise file_error(path, f"info has an impossible size {width}x{height}")
+    if info["height"] != height or info["width"] != width or isinstance(info["height"], bool):
+        raise file_error(
+            path, f"info height and width must be whole numbers, got {info['width']!r}x{info['height']!r}"
+        )
 
     masks: dict[str, np.ndarray] = {}
     boxes: dict[str, list[np.ndarray]] = {}
@@ -118,10 +122,16 @@ def _parse_object(path: Path, k: int, obj: Any) -> tuple[str, np.ndarray, np.nda
         ) from e
     if polygon.shape[0] < 3:
         raise file_error(path, f'category "{category}" (object {k}) has no polygon (needs >= 3 vertices)')
+    if not np.isfinite(polygon).all() or np.abs(polygon).max() > 1e6:
+        raise file_error(
+            path, f'category "{category}" (object {k}): segmentation has NaN, infinite or absurd vertices'
+        )
     try:
         box = np.asarray(obj["bbox"], dtype=np.float64).reshape(4)
     except (KeyError, TypeError, ValueError) as e:
         raise file_error(path, f'category "{category}" (object {k}): bbox must be [x1, y1, x2, y2]') from e
+    if not np.isfinite(box).all():
+        raise file_error(path, f'category "{category}" (object {k}): bbox has NaN or infinite values')
     return category, polygon, box
 
 
@@ -145,9 +155,9 @@ def read_levels(path: str | Path) -> dict[str, str]:
     """Category -> level (``subpart``, ``part`` or ``whole``) from a JSON object."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise file_error(path, f"cannot read the category-to-level JSON ({e})") from e
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: invalid JSON or invalid UTF-8
+        raise file_error(path, f"cannot read the category-to-level JSON ({type(e).__name__}: {e})") from e
     if not isinstance(data, dict):
         raise file_error(path, 'expected a JSON object {"category": "subpart" | "part" | "whole", ...}')
     bad = {c: v for c, v in data.items() if v not in LEVELS}

@@ -9,13 +9,16 @@ from typing import Any
 
 import numpy as np
 
-from gags.errors import GagsError, file_error
+from gags.errors import GagsError, file_error, suggest
 from gags.runfolder import RunFolder
 from gags.scene import blender, colmap, llff, points_npz
 from gags.scene.cameras import Camera
 from gags.scene.scene import Scene
 
 FORMATS = ("colmap", "llff", "blender", "points_npz")
+
+#: the smallest image side (pixels) a stage accepts after downscaling: fewer pixels make no useful field
+MIN_IMAGE_SIDE = 8
 
 
 @dataclasses.dataclass
@@ -87,6 +90,7 @@ def load_scene(cfg: SceneConfig) -> Scene:
     _check_unique_names(cameras, data)
     if cfg.downscale != 1:
         cameras = [c.scaled(cfg.downscale) for c in cameras]
+        check_image_sizes(cameras, data, "downscale", cfg.downscale)
     train, held_out = split_indices([c.name for c in cameras], cfg.holdout_every, eval_names)
     return Scene(
         cameras=cameras,
@@ -98,6 +102,19 @@ def load_scene(cfg: SceneConfig) -> Scene:
         source=str(data),
         format=fmt,
     )
+
+
+def check_image_sizes(cameras: list[Camera], source: Path, option: str, factor: float) -> None:
+    """Raise unless every camera, downscaled by ``--option factor``, is at least :data:`MIN_IMAGE_SIDE`
+    pixels on each side."""
+    small = [c for c in cameras if min(c.width, c.height) < MIN_IMAGE_SIDE]
+    if small:
+        c = small[0]
+        raise file_error(
+            source,
+            f"--{option} {factor:g} leaves images of {c.width}x{c.height} pixels ({c.name}); each side "
+            f"needs at least {MIN_IMAGE_SIDE}: use a smaller --{option}",
+        )
 
 
 def split_indices(
@@ -127,14 +144,32 @@ def _check_unique_names(cameras: list[Camera], data: Path) -> None:
 
 def scene_config_from_dict(values: dict[str, Any], source: Path) -> SceneConfig:
     """A :class:`SceneConfig` from its ``dataclasses.asdict`` form (as stored in ``config.json``)."""
+    if not isinstance(values, dict):
+        raise file_error(source, f"'scene' entry must be a JSON object, got {type(values).__name__}")
     known = {f.name for f in dataclasses.fields(SceneConfig)}
     unknown = sorted(set(values) - known)
     if unknown or "data" not in values:
         raise file_error(source, f"'scene' entry has unknown keys {unknown} or lacks 'data'")
     values = dict(values)
+    expected = {
+        "data": (str,),
+        "downscale": (int, float),
+        "images": (str, type(None)),
+        "holdout_every": (int,),
+        "background": (list,),
+    }
+    for key, types in expected.items():
+        if key in values and (not isinstance(values[key], types) or isinstance(values[key], bool)):
+            raise file_error(
+                source, f"'scene.{key}' has the wrong type ({type(values[key]).__name__}: {values[key]!r})"
+            )
+    background = values.get("background", [0.0, 0.0, 0.0])
+    if len(background) != 3 or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in background
+    ):
+        raise file_error(source, f"'scene.background' must be three numbers, got {background!r}")
     values["data"] = Path(values["data"])
-    if "background" in values:
-        values["background"] = tuple(float(v) for v in values["background"])
+    values["background"] = tuple(float(v) for v in background)
     return SceneConfig(**values)
 
 
@@ -142,7 +177,10 @@ def load_run_scene(run: RunFolder) -> Scene:
     """The scene a run was trained on, rebuilt from ``config.json["scene"]`` (written by ``train-rgb``)."""
     config = run.read_config()
     if "scene" not in config:
-        raise GagsError(f"{run.config} has no 'scene' entry: run `gags train-rgb` to create {run.root} first")
+        raise GagsError(
+            f"{run.config} has no 'scene' entry: run "
+            f"{suggest('gags', 'train-rgb', 'DATA', '--out', run.root)} first"
+        )
     return load_scene(scene_config_from_dict(config["scene"], run.config))
 
 

@@ -77,8 +77,8 @@ def load_ply(path: str | Path) -> Gaussians:
     Returns:
         float32 CPU :class:`Gaussians`; extra properties become ``features`` (N, F) with their names.
     Raises:
-        GagsError: the file is missing or unreadable, has no ``vertex`` element, lacks a required
-            property, has an ``f_rest`` count that is no SH degree, or holds NaN/inf values.
+        GagsError: the file is missing or unreadable, has no or an empty ``vertex`` element, lacks a
+            required property, has an ``f_rest`` count that is no SH degree, or holds NaN/inf values.
     """
     path = Path(path)
     if not path.is_file():
@@ -95,6 +95,8 @@ def load_ply(path: str | Path) -> Gaussians:
     if missing:
         raise file_error(path, f"is not a 3DGS splat PLY: missing vertex properties {', '.join(missing)}")
 
+    if len(data) == 0:
+        raise file_error(path, "holds no Gaussians (its vertex element is empty)")
     rest_names = _sorted_indexed(names, "f_rest_")
     k = len(rest_names) // 3 + 1
     if len(rest_names) % 3 or k not in (1, 4, 9, 16):

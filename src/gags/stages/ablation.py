@@ -204,6 +204,7 @@ def prepared_runs(
                 sh_degree=1,
                 seed=cfg.seed,
                 device=cfg.device,
+                overwrite=cfg.redo,
             )
         )
     missing = sorted(set(prompt_modes) - set(given))

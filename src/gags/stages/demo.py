@@ -178,6 +178,7 @@ def _train_rgb(cfg: DemoConfig, scene_dir: Path) -> dict[str, Any]:
             sh_degree=1,
             seed=cfg.seed,
             device=cfg.device,
+            overwrite=True,  # the demo redoes every stage; changed splats move the old outputs aside
         )
     )
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}

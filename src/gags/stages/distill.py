@@ -25,9 +25,9 @@ from gags.distill.render_cache import view_renderers
 from gags.distill.schedule import Schedule
 from gags.distill.train import LoopState, train_field
 from gags.distill.views import ViewSampler, ViewTargets, load_all_view_targets
-from gags.errors import GagsError, file_error
+from gags.errors import GagsError, file_error, suggest
 from gags.io import save_torch_atomic
-from gags.runfolder import RunFolder
+from gags.runfolder import RunFolder, locked
 from gags.splats.gaussians import Gaussians
 from gags.splats.render import Backend
 
@@ -96,19 +96,22 @@ def load_frozen_splats(run: RunFolder, device: torch.device) -> Gaussians:
 
 def encoder_spec(run: RunFolder) -> dict[str, Any]:
     """``config.json["prepare"]["encoder"]`` (so queries rebuild the same text encoder)."""
-    prepare = run.read_config().get("prepare")
-    if not isinstance(prepare, dict) or "encoder" not in prepare:
-        raise file_error(run.config, f"has no prepare.encoder entry: run `gags prepare {run.root}` first")
+    prepare = run.stage_entry("prepare")
+    if not isinstance(prepare, dict) or not isinstance(prepare.get("encoder"), dict):
+        raise file_error(
+            run.config, f"has no prepare.encoder entry: run {suggest('gags', 'prepare', run.root)} first"
+        )
     return prepare["encoder"]
 
 
 def load_training_views(run: RunFolder, downscale: float, device: torch.device) -> list[ViewTargets]:
     """The training views' targets at the distillation resolution, on ``device``."""
-    from gags.scene.load import load_run_scene
+    from gags.scene.load import check_image_sizes, load_run_scene
 
     scene = load_run_scene(run)
     if not scene.train_cameras:
         raise file_error(run.config, "the scene has no training cameras")
+    check_image_sizes([c.scaled(downscale) for c in scene.train_cameras], run.root, "downscale", downscale)
     views = load_all_view_targets(run, scene.train_cameras, downscale)
     return [
         dataclasses.replace(
@@ -127,6 +130,7 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+@locked("distill", lambda cfg: cfg.run)
 def distill(cfg: DistillConfig) -> dict[str, Any]:
     """Train the language field of ``cfg.run``; write language.pt and splats_language.ply.
 
@@ -138,9 +142,14 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         raise GagsError("--views-per-step must be at least 1 and --pixels-per-view at least 0")
     if cfg.feature_dim < 1:
         raise GagsError(f"--feature-dim must be at least 1, got {cfg.feature_dim}")
+    if not (cfg.downscale > 0 and cfg.downscale < float("inf")):
+        raise GagsError(f"--downscale must be a positive number, got {cfg.downscale}")
+    if cfg.checkpoint_every < 0:
+        raise GagsError(f"--checkpoint-every must be >= 0 (0: only at the end), got {cfg.checkpoint_every}")
     run = RunFolder(cfg.run)
     device = resolve_device(cfg.device)
     spec = encoder_spec(run)
+    run.check_unchanged("prepare", run.splats, f"run {suggest('gags', 'prepare', run.root, '--overwrite')}")
     gaussians = load_frozen_splats(run, device)
     views = load_training_views(run, cfg.downscale, device)
     embed_dim = int(views[0].features.shape[1])
@@ -157,7 +166,6 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     if cfg.resume and ckpt_path.exists():
         _load_checkpoint(ckpt_path, cfg, trainer, state)
     start = state.step
-    run.record_stage("distill", cfg)
 
     renderers = view_renderers(gaussians, views, cfg.backend, cfg.cache_render)  # timed: part of the cost
     curve: list[dict[str, float]] = []
@@ -181,6 +189,12 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     _save_checkpoint(ckpt_path, cfg, trainer, state)
     write_language_outputs(run, gaussians, trainer.result(), method, embed_dim, spec, cfg)
     write_curve(run, curve, start)
+    run.record_stage(
+        "distill",
+        cfg,
+        inputs=[run.splats, run.segments, run.features],
+        outputs=[run.language, run.splats_language],
+    )
     return {
         "method": method.name,
         "iterations": cfg.iterations,
@@ -284,18 +298,21 @@ def _load_checkpoint(path: Path, cfg: DistillConfig, trainer: FieldTrainer, stat
     if not isinstance(saved, dict) or not {"config", "trainer", "step", "sampler"} <= saved.keys():
         raise file_error(path, "is not a distillation checkpoint written by gags distill; drop --resume")
     expected = _resume_key(cfg)
+    recorded = saved["config"] if isinstance(saved["config"], dict) else {}
     for key, value in expected.items():
-        if saved["config"].get(key) != value:
+        if recorded.get(key) != value:
             raise file_error(
                 path,
-                f"was written with {key}={saved['config'].get(key)!r}, not {value!r}; "
+                f"was written with {key}={recorded.get(key)!r}, not {value!r}; "
                 "resume with the same settings or drop --resume",
             )
     try:
         trainer.load_state_dict(saved["trainer"])
         state.sampler.load_state_dict(saved["sampler"])
-    except (KeyError, RuntimeError, TypeError, ValueError) as e:
-        raise file_error(path, f"does not match this run ({e}); drop --resume") from e
+    except (AttributeError, KeyError, RuntimeError, TypeError, ValueError) as e:
+        raise file_error(path, f"does not match this run ({type(e).__name__}: {e}); drop --resume") from e
+    if not isinstance(saved["step"], int) or saved["step"] < 0:
+        raise file_error(path, f"has an invalid step {saved['step']!r}; drop --resume")
     state.step = min(int(saved["step"]), cfg.iterations)
 
 

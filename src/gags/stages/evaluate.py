@@ -25,7 +25,7 @@ from gags.evaluate.metrics import aggregate, localisation_hit, mask_iou, summari
 from gags.evaluate.report import UNASSIGNED, write_report
 from gags.query.maps import QueryEngine
 from gags.query.postprocess import BOX_SIZE, MASK_THRESHOLD
-from gags.runfolder import RunFolder
+from gags.runfolder import RunFolder, locked
 from gags.scene.cameras import Camera
 from gags.stages.query import open_engine
 
@@ -53,12 +53,23 @@ class EvalConfig:
     """Folder for metrics.json, metrics.md and figure.png (default ``RUN/eval``)."""
 
 
+@locked("eval", lambda cfg: cfg.run)
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Run the protocol, write ``RUN/eval/metrics.{json,md}`` and ``figure.png``; return the metrics."""
     from gags.scene.load import load_run_scene
 
+    if not 0.0 <= cfg.threshold < 1.0:
+        raise GagsError(f"--threshold must be in [0, 1), got {cfg.threshold}")
+    if cfg.box_size < 1:
+        raise GagsError(f"--box-size must be at least 1 pixel, got {cfg.box_size}")
     run = RunFolder(cfg.run)
     frames = read_labels(cfg.labels, cfg.pattern)
+    small = [f for f in frames if min(f.width, f.height) < cfg.box_size]
+    if small:
+        raise GagsError(
+            f"--box-size {cfg.box_size} is larger than label frame {small[0].name} "
+            f"({small[0].width}x{small[0].height}, {small[0].path})"
+        )
     levels = find_levels(cfg.labels, cfg.levels)
     run.require(run.language, "gags distill")
     scene = load_run_scene(run)
@@ -95,7 +106,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         "seconds_per_frame": seconds / len(frames),
     }
     write_report(cfg.out if cfg.out is not None else run.eval, metrics)
-    run.record_stage("eval", cfg)
+    run.record_stage("eval", cfg, inputs=[run.splats, run.language])
     return metrics
 
 

@@ -31,13 +31,13 @@ import tyro
 from tqdm import tqdm
 
 from gags.devices import resolve_device
-from gags.errors import GagsError
+from gags.errors import GagsError, file_error, suggest
 from gags.features.crops import embed_masks
 from gags.features.store import ImageFeatures, ImageSegments, is_valid_pair, save_features, save_segments
 from gags.models.encoder import TextImageEncoder
 from gags.models.sam import SamConfig, sam_spec
 from gags.models.segmenter import LEVELS, MaskProposals, Segmenter
-from gags.runfolder import RunFolder
+from gags.runfolder import RunFolder, locked
 from gags.scene.cameras import Camera, stack_cameras
 from gags.segment.cleanup import CleanupConfig, mask_nms, paint_index_maps
 from gags.segment.depth import md_map, min_visible_depth, render_depths, view_visibility
@@ -101,6 +101,7 @@ class PrepareConfig:
     """only the first N training views (0 = all)"""
 
 
+@locked("prepare", lambda cfg: cfg.run)
 def prepare(
     cfg: PrepareConfig, segmenter: Segmenter | None = None, encoder: TextImageEncoder | None = None
 ) -> dict[str, Any]:
@@ -109,6 +110,7 @@ def prepare(
     from gags.scene.load import load_run_scene
     from gags.splats.ply import load_ply
 
+    validate_prepare_config(cfg)
     run = RunFolder(cfg.run)
     run.require(run.splats, "gags train-rgb")
     device = resolve_device(cfg.device)
@@ -116,6 +118,7 @@ def prepare(
     cameras = scene.train_cameras
     if not cameras:
         raise GagsError(f"{run.config}: the run's scene has no training cameras")
+    validate_prepare_config(cfg, cameras)
     gaussians = load_ply(run.splats).to(device)
     if len(gaussians) == 0:
         raise GagsError(f"{run.splats}: holds no Gaussians")
@@ -143,6 +146,7 @@ def prepare_views(
 
     ``load_rgb(camera)`` returns the view as (H, W, 3) uint8 at the camera's size.
     """
+    validate_prepare_config(cfg, cameras)
     device = resolve_device(cfg.device)
     gaussians = gaussians.to(device)
     views = cameras[: cfg.limit] if cfg.limit > 0 else list(cameras)
@@ -161,6 +165,7 @@ def prepare_views(
         "skipped": {},
     }
     if not todo:
+        run.finish_stage("prepare", inputs=[run.splats])
         return {**summary, "timings": timings}
 
     md = None
@@ -183,13 +188,58 @@ def prepare_views(
         if isinstance(stage, str):
             log.warning("skipping %s: %s", cam.name, stage)
             summary["skipped"][cam.name] = stage
+            for stale in (run.segment_file(cam.name), run.feature_file(cam.name)):
+                stale.unlink(missing_ok=True)  # outdated or invalid: never kept as if fresh
             continue
         for k, v in stage.items():
             timings[k] = timings.get(k, 0.0) + v
         summary["done"] += 1
         bar.set_postfix({k: f"{v:.2f}s" for k, v in stage.items() if v >= 0.005})
     done = max(summary["done"], 1)
+    run.finish_stage("prepare", inputs=[run.splats])
     return {**summary, "timings": timings, "per_image": {k: v / done for k, v in timings.items()}}
+
+
+def validate_prepare_config(cfg: PrepareConfig, cameras: list[Camera] | None = None) -> None:
+    """Reject settings that would crash or give no masks, before anything is written."""
+    p, s, c = cfg.prompts, cfg.sam, cfg.cleanup
+    at_least = [
+        ("prompts.grid", p.grid, 1),
+        ("prompts.n", p.n, 1),
+        ("prompts.max-per-patch", p.max_per_patch, 1),
+        ("prompts.subcells", p.subcells, 1),
+        ("prompts.points-per-side", p.points_per_side, 1),
+        ("sam.points-per-batch", s.points_per_batch, 1),
+        ("sam.min-region-area", s.min_region_area, 0),
+        ("cleanup.fallback-top-k", c.fallback_top_k, 0),
+        ("cleanup.pixel-chunk", c.pixel_chunk, 1),
+        ("view-chunk", cfg.view_chunk, 1),
+        ("clip-batch-size", cfg.clip_batch_size, 1),
+        ("limit", cfg.limit, 0),
+    ]
+    for name, value, low in at_least:
+        if value < low:
+            raise GagsError(f"--{name} must be at least {low}, got {value}")
+    fractions = [
+        ("sam.pred-iou-thresh", s.pred_iou_thresh),
+        ("sam.stability-thresh", s.stability_thresh),
+        ("sam.box-nms-thresh", s.box_nms_thresh),
+        ("cleanup.iou-thr", c.iou_thr),
+        ("cleanup.score-thr", c.score_thr),
+        ("cleanup.inner-thr", c.inner_thr),
+        ("cleanup.contain-thr", c.contain_thr),
+    ]
+    for name, value in fractions:
+        if not 0.0 <= value <= 1.0:
+            raise GagsError(f"--{name} must lie in [0, 1], got {value}")
+    if not (np.isfinite(cfg.depth_tolerance) and cfg.depth_tolerance > 0):
+        raise GagsError(f"--depth-tolerance must be a positive number, got {cfg.depth_tolerance}")
+    if cameras:
+        side = min(min(cam.width, cam.height) for cam in cameras)
+        if p.mode != "uniform" and p.grid > side:
+            raise GagsError(
+                f"--prompts.grid {p.grid} is more patches than the {side} pixels of the smallest view"
+            )
 
 
 def _prepare_view(
@@ -287,19 +337,55 @@ def _spec(model: object) -> dict[str, Any]:
 def _record(run: RunFolder, cfg: PrepareConfig, segmenter: Segmenter, encoder: TextImageEncoder) -> None:
     """Store the specs in config.json["prepare"]; refuse to mix features of another encoder."""
     seg_spec, enc_spec = _spec(segmenter), _spec(encoder)
-    previous = run.read_config().get("prepare", {})
+    previous = run.stage_entry("prepare") or {}
     old = previous.get("encoder")
-    if (
-        old is not None
-        and _with_bed(old) != _with_bed(enc_spec)
-        and not cfg.overwrite
-        and any(run.features.glob("*.npz"))
-    ):
+    outputs = any(run.features.glob("*.npz")) or any(run.segments.glob("*.npz"))
+    redo = suggest("gags", "prepare", run.root, "--overwrite")
+    if old is not None and _with_bed(old) != _with_bed(enc_spec) and not cfg.overwrite and outputs:
         raise GagsError(
-            f"{run.features} holds features from encoder {old}, not {enc_spec}; pass --overwrite to redo them"
+            f"{run.features} holds features from encoder {old}, not {enc_spec}; run {redo} to redo them"
         )
+    changed = _changed_settings(previous.get("config"), dataclasses.asdict(cfg))
+    if changed and not cfg.overwrite and outputs:
+        raise file_error(
+            run.segments,
+            f"was prepared with other settings ({'; '.join(changed[:3])}): run {redo} to redo every view "
+            "with the new ones, or use another run folder",
+        )
+    if outputs and not cfg.overwrite and run.finished("prepare"):
+        run.check_unchanged("prepare", run.splats, f"run {redo}")
     config = dataclasses.asdict(cfg)
-    run.record_stage("prepare", {"encoder": enc_spec, "segmenter": seg_spec, "config": config})
+    run.record_stage("prepare", {"encoder": enc_spec, "segmenter": seg_spec, "config": config}, running=True)
+
+
+#: settings that change how prepare runs, not what it writes
+_OPERATIONAL = {
+    *("run", "device", "backend", "view_chunk", "clip_batch_size", "overwrite", "limit"),
+    *("sam.points_per_batch", "cleanup.pixel_chunk"),
+}
+
+
+def _changed_settings(old: Any, new: dict[str, Any]) -> list[str]:
+    """``"key: old -> new"`` for each output-relevant setting that differs (none if ``old`` is absent)."""
+    if not isinstance(old, dict):
+        return []
+    flat_old, flat_new = _flatten(old), _flatten(new)
+    keys = sorted((set(flat_old) | set(flat_new)) - _OPERATIONAL)
+    return [
+        f"{k}: {flat_old.get(k)!r} -> {flat_new.get(k)!r}"
+        for k in keys
+        if str(flat_old.get(k)) != str(flat_new.get(k))
+    ]
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
 
 
 def _with_bed(spec: dict) -> dict:
@@ -332,6 +418,8 @@ def _default_encoder(cfg: PrepareConfig, scene, device: torch.device) -> TextIma
 def main(cfg: PrepareConfig) -> None:
     """``gags prepare``: run and print one summary line."""
     summary = prepare(cfg)
+    for name, reason in summary["skipped"].items():
+        print(f"gags prepare: skipped {name}: {reason}")
     per = " ".join(f"{k} {v:.2f}s" for k, v in summary.get("per_image", {}).items() if v > 0)
     print(
         f"gags prepare: {summary['done']} done, {summary['resumed']} already there, "

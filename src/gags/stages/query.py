@@ -25,13 +25,13 @@ import torch
 import tyro
 
 from gags.devices import resolve_device
-from gags.errors import GagsError, file_error
+from gags.errors import GagsError, file_error, suggest
 from gags.io import atomic_path, write_json_atomic
 from gags.query import maps
 from gags.query.maps import QueryEngine
 from gags.query.postprocess import BOX_SIZE, MASK_THRESHOLD, QueryMaps
 from gags.query.select3d import Selection3D, apply_selection
-from gags.runfolder import RunFolder
+from gags.runfolder import RunFolder, locked
 from gags.scene.cameras import Camera, stack_cameras
 
 
@@ -79,10 +79,24 @@ def slugify(text: str, max_len: int = 60) -> str:
 
 
 def open_engine(run: RunFolder, device: torch.device) -> QueryEngine:
-    """The run's query engine (field + text encoder); errors name the missing file and stage."""
+    """The run's query engine (field + text encoder); errors name the missing file and stage, or the
+    file that changed since ``gags distill`` made ``language.pt`` from it."""
+    if run.language.exists():
+        fix = f"re-run {suggest('gags', 'distill', run.root)}"
+        run.check_unchanged("distill", run.splats, fix)
+        run.check_unchanged("distill", run.language, fix)
     return maps.open_engine(run.root, device)
 
 
+def _writes_into_run(cfg: QueryConfig) -> Path | None:
+    """The run folder when the query writes into it (its lock is then taken), else None."""
+    if cfg.out is None:
+        return cfg.run
+    out, run = Path(cfg.out).resolve(), Path(cfg.run).resolve()
+    return cfg.run if out == run or run in out.parents else None
+
+
+@locked("query", _writes_into_run)
 def query(cfg: QueryConfig) -> dict[str, Any]:
     """Run the text queries; returns what ``query.json`` holds (a list of them for several texts)."""
     texts = [t.strip() for t in cfg.texts]
@@ -92,6 +106,8 @@ def query(cfg: QueryConfig) -> dict[str, Any]:
         raise GagsError(f"--threshold must be in [0, 1), got {cfg.threshold}")
     if cfg.box_size < 1:
         raise GagsError(f"--box-size must be at least 1 pixel, got {cfg.box_size}")
+    if cfg.out is not None and Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise file_error(cfg.out, "is a file, not a folder: pass another --out")
     run = RunFolder(cfg.run)
     device = resolve_device(cfg.device)
     engine = open_engine(run, device)
@@ -274,27 +290,61 @@ def _scene_views(scene, names: tuple[str, ...]) -> list[Camera]:
 def read_camera_file(path: Path) -> list[Camera]:
     """Cameras from a JSON file (see ``QueryConfig.camera``); errors name the file and the entry."""
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise file_error(path, f"cannot read the camera JSON ({e})") from e
+        data = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as e:  # also invalid UTF-8
+        raise file_error(path, f"cannot read the camera JSON ({type(e).__name__}: {e})") from e
     entries = data if isinstance(data, list) else [data]
+    if not entries:
+        raise file_error(path, "holds an empty list: give at least one camera")
     cameras = []
     for k, entry in enumerate(entries):
         try:
-            cameras.append(
-                Camera(
-                    name=str(entry.get("name", f"camera_{k:03d}")),
-                    K=np.asarray(entry["K"], dtype=np.float64).reshape(3, 3),
-                    world_to_cam=np.asarray(entry["world_to_cam"], dtype=np.float64).reshape(4, 4),
-                    width=int(entry["width"]),
-                    height=int(entry["height"]),
-                )
+            camera = Camera(
+                name=str(entry.get("name", f"camera_{k:03d}")),
+                K=np.asarray(entry["K"], dtype=np.float64).reshape(3, 3),
+                world_to_cam=np.asarray(entry["world_to_cam"], dtype=np.float64).reshape(4, 4),
+                width=_pixels(entry["width"]),
+                height=_pixels(entry["height"]),
             )
         except (AttributeError, KeyError, TypeError, ValueError) as e:
             raise file_error(
                 path, f"camera {k} needs K (3x3), world_to_cam (4x4), width, height ({e})"
             ) from e
+        problem = _camera_problem(camera)
+        if problem:
+            raise file_error(path, f"camera {k} ({camera.name}): {problem}")
+        cameras.append(camera)
+    names = [c.name for c in cameras]
+    if len(set(names)) != len(names):
+        raise file_error(path, "camera names repeat (each names its output files)")
     return cameras
+
+
+#: the largest image side a query camera may ask for (pixels)
+MAX_SIDE = 16384
+
+
+def _pixels(value: Any) -> int:
+    """A whole, positive pixel count (``640`` or ``640.0``; not ``0``, ``-3``, ``10.5``, ``"640"``, true)."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not np.isfinite(value) or value != int(value):
+        raise ValueError(f"sizes must be whole numbers of pixels, got {value!r}")
+    if not 1 <= value <= MAX_SIDE:
+        raise ValueError(f"sizes must lie in [1, {MAX_SIDE}] pixels, got {value!r}")
+    return int(value)
+
+
+def _camera_problem(camera: Camera) -> str | None:
+    """Why a camera cannot be rendered (NaN, a singular or non-rigid pose, bad intrinsics), or None."""
+    K, w2c = camera.K, camera.world_to_cam
+    if not (np.isfinite(K).all() and np.isfinite(w2c).all()):
+        return "K and world_to_cam must be finite (no NaN or infinity)"
+    if not (K[0, 0] > 0 and K[1, 1] > 0 and np.allclose(K[2], [0, 0, 1])):
+        return "K must have positive focal lengths and a last row [0, 0, 1]"
+    R = w2c[:3, :3]
+    if not (np.allclose(w2c[3], [0, 0, 0, 1]) and np.allclose(R @ R.T, np.eye(3), atol=1e-4)):
+        return "world_to_cam must be a rigid transform (rotation + translation, last row [0, 0, 0, 1])"
+    return None
 
 
 def _query_3d(run: RunFolder, engine: QueryEngine, cfg: QueryConfig, text: str, out: Path) -> dict[str, Any]:

@@ -98,7 +98,10 @@ def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
     if _recorded(run, "train_rgb", train_cfg) and run.splats.exists():
         done["train-rgb"] = "skipped (splats.ply is up to date)"
     else:
-        train_cfg.resume = (run.checkpoints / train_stage.CHECKPOINT_NAME).exists()
+        if run.splats.exists():  # other settings or data: retrain, later outputs are moved aside
+            train_cfg.overwrite = True
+        else:  # interrupted: continue from the checkpoint when there is one
+            train_cfg.resume = (run.checkpoints / train_stage.CHECKPOINT_NAME).exists()
         metrics = train_stage.train_rgb(train_cfg)
         psnr = metrics.get("final", {}).get("psnr") if isinstance(metrics.get("final"), dict) else None
         done["train-rgb"] = f"done ({train_cfg.iterations} steps" + (
@@ -156,7 +159,7 @@ def _process_data(cfg: RunConfig, data: Path) -> str:
 def _recorded(run: RunFolder, stage: str, cfg: Any) -> bool:
     """Whether ``config.json[stage]`` holds exactly this configuration (what that stage last finished)."""
     recorded = run.read_config().get(stage)
-    resumable = {"resume", "progress"}
+    resumable = {"resume", "progress", "overwrite"}
     now = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
     if not isinstance(recorded, dict):
         return False

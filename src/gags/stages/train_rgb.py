@@ -26,9 +26,9 @@ import tyro
 from tqdm.auto import tqdm
 
 from gags.devices import resolve_device
-from gags.errors import GagsError
+from gags.errors import GagsError, file_error
 from gags.io import atomic_path, save_torch_atomic, write_json_atomic
-from gags.runfolder import RunFolder
+from gags.runfolder import RunFolder, fingerprint_json, locked
 from gags.scene.cameras import Camera, stack_cameras
 from gags.scene.images import load_image
 from gags.scene.load import SceneOptions, load_scene
@@ -100,13 +100,16 @@ class TrainConfig:
     backend: Literal["auto", "torch", "gsplat", "dense"] = "auto"
     """Rasteriser (see gags.splats.render)."""
     resume: bool = False
-    """Continue from checkpoints/latest.pt in the run folder."""
+    """Continue from checkpoints/latest.pt in the run folder (same data set and settings)."""
+    overwrite: bool = False
+    """Train anew into a run folder that already holds splats.ply; if the new splats differ, what later
+    stages computed from the old ones is moved to RUN/stale-TIME/."""
     import_ply: Path | None = None
     """Start from this splat PLY instead of the scene's points (with --iterations 0: import only)."""
     eval_every: int = 0
     """Evaluate held-out views every N steps (0: only before and after training)."""
     checkpoint_every: int = 500
-    """Write checkpoints/latest.pt every N steps (and at the end)."""
+    """Write checkpoints/latest.pt every N steps, N >= 1 (and at the end)."""
     evaluate: bool = True
     """Render the evaluation views and write eval/rgb_metrics.json."""
     progress: bool = True
@@ -127,6 +130,8 @@ class ImportConfig:
     """how to read the data set"""
     evaluate: bool = True
     """Render the evaluation views and write eval/rgb_metrics.json."""
+    overwrite: bool = False
+    """Import into a run folder that already holds splats.ply (see train-rgb --overwrite)."""
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(
@@ -136,6 +141,7 @@ class ImportConfig:
             import_ply=self.ply,
             iterations=0,
             evaluate=self.evaluate,
+            overwrite=self.overwrite,
         )
 
 
@@ -154,29 +160,93 @@ class Schedule:
         return cls(cfg.iterations, cfg.densify.scaled(cfg.iterations), sh_up)
 
 
+@locked("train_rgb", lambda cfg: cfg.out)
 def train_rgb(cfg: TrainConfig) -> dict[str, Any]:
     """Run stage 1 and return the metrics written to ``eval/rgb_metrics.json``.
 
     Raises:
-        GagsError: bad input, or training diverged (NaN/inf); the last checkpoint and any existing
-            ``splats.ply`` are left untouched.
+        GagsError: bad input, an existing ``splats.ply`` without ``--resume``/``--overwrite``, a
+            checkpoint of another data set or other settings, or training diverged (NaN/inf); the last
+            checkpoint and any existing ``splats.ply`` are left untouched.
     """
-    if cfg.iterations < 0 or cfg.batch_size < 1:
-        raise GagsError("--iterations must be >= 0 and --batch-size >= 1")
+    validate_train_config(cfg)
     device = resolve_device(cfg.device)
     run = RunFolder(cfg.out)
+    old_splats = _check_existing_run(run, cfg)
     scene_cfg = cfg.scene.at(cfg.data)
     scene = load_scene(scene_cfg)
     if not scene.train_indices:
         raise GagsError(f"{cfg.data}: the scene has no training images")
+    if cfg.batch_size > len(scene.train_indices):
+        raise GagsError(
+            f"--batch-size {cfg.batch_size} is more than the {len(scene.train_indices)} training views"
+        )
     trainer = Trainer(cfg, scene, run, device)
-    run.record_stage("scene", scene_cfg)
     metrics = trainer.fit()
     save_ply(run.splats, trainer.gaussians().detach().to("cpu"))
-    run.record_stage("train_rgb", cfg)
+    if old_splats is not None and run.fingerprint(run.splats)["sha256"] != old_splats:
+        moved = run.move_aside(
+            run.computed_from_splats(),
+            ["prepare", "distill", "eval"],
+            f"`gags train-rgb` replaced {run.splats} on {time.strftime('%Y-%m-%d %H:%M:%S')}; these outputs "
+            "were computed from the previous splats.",
+        )
+        if moved is not None:
+            tqdm.write(f"gags: outputs computed from the previous splats.ply were moved to {moved}")
     if cfg.evaluate:
         write_json_atomic(run.eval / "rgb_metrics.json", metrics)
+    run.record_stage("scene", scene_cfg)
+    run.record_stage("train_rgb", cfg, outputs=[run.splats])
     return metrics
+
+
+def validate_train_config(cfg: TrainConfig) -> None:
+    """Reject settings that would crash or train nothing useful, before anything is written."""
+    checks = [
+        (cfg.iterations >= 0, f"--iterations must be >= 0, got {cfg.iterations}"),
+        (cfg.batch_size >= 1, f"--batch-size must be >= 1, got {cfg.batch_size}"),
+        (cfg.checkpoint_every >= 1, f"--checkpoint-every must be >= 1 step, got {cfg.checkpoint_every}"),
+        (cfg.eval_every >= 0, f"--eval-every must be >= 0 (0: only before and after), got {cfg.eval_every}"),
+        (0 <= cfg.sh_degree <= 3, f"--sh-degree must be 0, 1, 2 or 3, got {cfg.sh_degree}"),
+        (
+            cfg.sh_up_every is None or cfg.sh_up_every >= 1,
+            f"--sh-up-every must be >= 1, got {cfg.sh_up_every}",
+        ),
+        (cfg.init_random >= 1, f"--init-random must be >= 1 Gaussian, got {cfg.init_random}"),
+        (0 < cfg.init_opacity < 1, f"--init-opacity must lie in (0, 1), got {cfg.init_opacity}"),
+        (0 <= cfg.lambda_dssim <= 1, f"--lambda-dssim must lie in [0, 1], got {cfg.lambda_dssim}"),
+        (not (cfg.resume and cfg.overwrite), "--resume and --overwrite exclude each other: pick one"),
+    ]
+    for name in ("lr_means", "lr_means_final", "lr_sh0", "lr_shN", "lr_opacity", "lr_scales", "lr_quats"):
+        value = getattr(cfg, name)
+        flag = "--" + name.replace("_", "-")
+        checks.append((math.isfinite(value) and value > 0, f"{flag} must be a positive number, got {value}"))
+    for ok, message in checks:
+        if not ok:
+            raise GagsError(message)
+    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise file_error(cfg.out, "is a file, not a run folder: pass another --out")
+
+
+def _check_existing_run(run: RunFolder, cfg: TrainConfig) -> str | None:
+    """Refuse to replace an existing ``splats.ply`` unless asked; returns its sha256 (None if absent)."""
+    if not run.splats.exists():
+        return None
+    command = "gags import" if cfg.iterations == 0 and cfg.import_ply is not None else "gags train-rgb"
+    if not (cfg.resume or cfg.overwrite):
+        raise file_error(
+            run.splats,
+            f"already exists: pass --resume to continue its training or --overwrite to replace it "
+            f"(then what later stages computed from it is moved to {run.root}/stale-TIME/); "
+            f"or give `{command}` another --out",
+        )
+    if cfg.resume and not (run.checkpoints / CHECKPOINT_NAME).exists():
+        raise file_error(
+            run.checkpoints / CHECKPOINT_NAME,
+            "does not exist, so there is nothing to resume and training would restart from step 0 over "
+            f"{run.splats}: pass --overwrite instead of --resume to do that",
+        )
+    return run.fingerprint(run.splats)["sha256"]
 
 
 class Trainer:
@@ -205,6 +275,8 @@ class Trainer:
         cfg, scene = self.cfg, self.scene
         if cfg.import_ply is not None:
             g = load_ply(cfg.import_ply)
+            if len(g) == 0:
+                raise file_error(cfg.import_ply, "holds no Gaussians (its vertex element is empty)")
             return dataclasses.replace(g, features=None, feature_names=[])
         if scene.points is not None and len(scene.points) > 0:
             return from_points(scene.points, scene.point_colors, cfg.sh_degree, cfg.init_opacity)
@@ -404,12 +476,25 @@ class Trainer:
                 "history": self.history,
                 "wall_time": self.wall_time,
                 "config": json.loads(json.dumps(dataclasses.asdict(self.cfg), default=str)),
+                "resume_key": resume_key(self.cfg, self.scene),
             },
         )
 
     def load_checkpoint(self, path: Path) -> None:
         try:
             state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable file (or a pickle with code) is refused
+            raise file_error(
+                path,
+                f"is not a readable train-rgb checkpoint ({type(e).__name__}: {_first_line(e)}); "
+                "pass --overwrite instead of --resume to train anew",
+            ) from e
+        if not isinstance(state, dict):
+            raise file_error(
+                path, f"holds a {type(state).__name__}, not a train-rgb checkpoint; drop --resume"
+            )
+        _check_resume_key(path, state.get("resume_key"), resume_key(self.cfg, self.scene))
+        try:
             params = state["params"]
             self.params = {k: torch.nn.Parameter(params[k].to(self.device)) for k in _PARAM_NAMES}
             self.optimizers = self._make_optimizers()
@@ -417,8 +502,11 @@ class Trainer:
                 opt.load_state_dict(state["optimizers"][name])
             self.densifier.load_state_dict(state["densifier"])
             self.step = int(state["step"])
-        except (KeyError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as e:
-            raise GagsError(f"{path}: not a usable train-rgb checkpoint ({type(e).__name__}: {e})") from e
+        except (KeyError, RuntimeError, TypeError, ValueError, EOFError, pickle.UnpicklingError) as e:
+            raise file_error(
+                path,
+                f"is not a usable train-rgb checkpoint ({type(e).__name__}: {_first_line(e)}); drop --resume",
+            ) from e
         self.imported_degree = state.get("imported_degree")
         self.initial, self.history = state.get("initial"), list(state.get("history", []))
         self.wall_time = float(state.get("wall_time", 0.0))
@@ -429,6 +517,52 @@ class Trainer:
 
 
 _PARAM_NAMES = ("means", "quats", "scales", "opacities", "sh0", "shN")
+
+#: settings that may change between a checkpoint and the run resuming it
+_FREE_ON_RESUME = (
+    *("data", "out", "resume", "overwrite", "device", "backend"),
+    *("eval_every", "checkpoint_every", "evaluate", "progress"),
+)
+
+
+def resume_key(cfg: TrainConfig, scene: Scene) -> dict[str, Any]:
+    """What a checkpoint must agree on with the run that resumes it: the data set's cameras (names,
+    sizes, intrinsics, poses) and every training setting."""
+    plain = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    key = {k: v for k, v in plain.items() if k not in _FREE_ON_RESUME}
+    cams = [[c.name, c.width, c.height, np.round(c.K, 6).tolist(), np.round(c.world_to_cam, 6).tolist()]
+            for c in scene.cameras]  # fmt: skip
+    key["cameras"] = fingerprint_json(cams)
+    key["train_views"] = [scene.cameras[i].name for i in scene.train_indices][:3]
+    return key
+
+
+def _check_resume_key(path: Path, saved: Any, expected: dict[str, Any]) -> None:
+    if not isinstance(saved, dict):
+        raise file_error(
+            path,
+            "records no data set and settings (written by an older gags?), so it cannot be checked for "
+            "resuming: pass --overwrite instead of --resume to train anew",
+        )
+    for key, value in expected.items():
+        if key == "train_views":
+            continue
+        if saved.get(key) != value:
+            if key == "cameras":
+                what = (
+                    f"another data set (its first views: {', '.join(map(str, saved.get('train_views', [])))})"
+                )
+            else:
+                what = f"{key}={saved.get(key)!r}, not {value!r}"
+            raise file_error(
+                path,
+                f"was written for {what}: resume with the same data set and settings, or pass --overwrite "
+                "instead of --resume to train anew",
+            )
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200]
 
 
 def params_from(g: Gaussians) -> Params:
