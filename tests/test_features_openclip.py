@@ -11,6 +11,7 @@ from test_prepare import BlockSegmenter, assert_valid_outputs, run_tiny
 
 from gags.models.openclip import OpenClipEncoder
 from gags.models.registry import build_encoder
+from gags.segment.prompts import PromptConfig
 
 
 @pytest.mark.slow
@@ -21,7 +22,9 @@ def test_openclip_random_weights_to_feature_files(tmp_path: Path) -> None:
     assert encoder.embed_dim == 512 and encoder.image_size == 224
     texts = encoder.encode_texts(["a ramen bowl", "chopsticks"])
     assert texts.shape == (2, 512) and torch.allclose(texts.norm(dim=1), torch.ones(2), atol=1e-5)
-    run, summary = run_tiny(tmp_path, BlockSegmenter(), encoder, grid=2, n_per_patch=2, prompts="gas")
+    run, summary = run_tiny(
+        tmp_path, BlockSegmenter(), encoder, prompts=PromptConfig(mode="gas", grid=2, n=2)
+    )
     assert summary["done"] == 1
     assert_valid_outputs(run, "view.png", 512)
     feats = np.load(run.feature_file("view.png"))["features"].astype(np.float32)

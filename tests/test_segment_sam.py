@@ -10,6 +10,8 @@ import torch
 from test_prepare import SIZE, MeanColourEncoder, assert_valid_outputs, run_tiny
 
 from gags.models.sam import SamConfig, SamSegmenter, build_sam
+from gags.segment.cleanup import CleanupConfig
+from gags.segment.prompts import PromptConfig
 
 
 @pytest.mark.slow
@@ -21,7 +23,13 @@ def test_sam_vit_b_random_weights_to_segment_files(tmp_path: Path) -> None:
     )
     segmenter = SamSegmenter(build_sam(cfg), cfg)
     assert segmenter.spec["kind"] == "sam" and segmenter.spec["model"] == "vit_b"
-    run, summary = run_tiny(tmp_path, segmenter, MeanColourEncoder(), grid=2, n_per_patch=3, nms_score=-1.0)
+    run, summary = run_tiny(
+        tmp_path,
+        segmenter,
+        MeanColourEncoder(),
+        prompts=PromptConfig(grid=2, n=3),
+        cleanup=CleanupConfig(score_thr=-1.0),
+    )
     assert summary["done"] == 1
     assert summary["timings"]["sam_encoder"] > 0 and summary["timings"]["sam_decoder"] > 0
     assert_valid_outputs(run, "view.png", 3)
