@@ -278,6 +278,50 @@ def eval_panel(
     return side_by_side([put_label(t, s) for t, s in zip((base, gt, pred, loc), labels, strict=True)], gap=2)
 
 
+def eval_frame_picture(rgb: np.ndarray, rows: Sequence[dict], tile_width: int = 320) -> np.ndarray:
+    """All queries of one evaluation frame: one :func:`eval_panel` row per category, tiles at most
+    ``tile_width`` pixels wide (what ``gags eval`` writes as ``eval/frames/<frame>.png``).
+
+    Args:
+        rgb: (H, W, 3) the frame's render.
+        rows: one dict per category with ``category``, ``gt_mask`` (H, W) bool, ``boxes`` (B, 4),
+            ``mask`` (H, W) bool predicted, ``points`` (P, 2) (x, y), and optionally ``normalised``
+            (H, W), ``iou``, ``hit``. Torch tensors on the CPU are accepted.
+    """
+    H, W = rgb.shape[:2]
+    s = min(1.0, tile_width / W)
+    size = (max(1, round(W * s)), max(1, round(H * s)))
+
+    def small(image: np.ndarray, nearest: bool = False) -> np.ndarray:
+        image = np.asarray(image)
+        if s == 1.0:
+            return image
+        if image.dtype == bool:
+            return cv2.resize(image.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+        return cv2.resize(image, size, interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
+
+    base = small(to_uint8(np.asarray(rgb)))
+    panels = []
+    for row in rows:
+        normalised = row.get("normalised")
+        panels.append(
+            eval_panel(
+                base,
+                small(np.asarray(row["gt_mask"], bool)),
+                small(np.asarray(row["mask"], bool)),
+                np.asarray(row["points"], dtype=np.float64).reshape(-1, 2) * s,
+                np.asarray(row["boxes"], dtype=np.float64).reshape(-1, 4) * s,
+                None if normalised is None else small(np.asarray(normalised, np.float32)),
+                title=str(row.get("category", "")),
+                iou=row.get("iou"),
+                hit=row.get("hit"),
+            )
+        )
+    if not panels:
+        return base
+    return grid(panels, 1, gap=2)
+
+
 def save_png(path: str | Path, image: np.ndarray) -> Path:
     """Write an (H, W, 3) or (H, W) image as PNG atomically; returns the path."""
     import imageio.v3 as iio
