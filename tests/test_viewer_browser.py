@@ -73,7 +73,7 @@ def viewer_command(run: Path, port: int, view: str) -> list[str]:
 
     if "view" in COMMANDS:
         return [sys.executable, "-m", "gags", "view", str(run), *args]
-    code = "import sys, tyro; from gags.stages.view import ViewConfig, main; main(tyro.cli(ViewConfig))"
+    code = "import tyro; from gags.viewer.app import ViewConfig, main; main(tyro.cli(ViewConfig))"
     return [sys.executable, "-c", code, str(run), *args]
 
 

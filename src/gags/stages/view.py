@@ -8,14 +8,15 @@ learned granularity (alpha argmax) / PCA of the field, the training cameras (cli
 ``RUN/queries/<slug>/`` (the files ``gags query --extract/--delete`` writes). Works for GAGS runs and
 the baselines' runs (LangSplat's three fields pick their level per frame as ``gags query`` does).
 
-On a remote machine, forward the port: ``ssh -L 8080:127.0.0.1:8080 HOST`` and open
+This stage holds the configuration and loads the run (:func:`open_view`); the server and its GUI
+are the face :mod:`gags.viewer.app`, whose ``main`` is what ``gags view`` runs (stages never import
+faces). On a remote machine, forward the port: ``ssh -L 8080:127.0.0.1:8080 HOST`` and open
 ``http://127.0.0.1:8080`` locally.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -58,56 +59,43 @@ class ViewConfig:
     """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ..."""
 
 
-def start_viewer(cfg: ViewConfig):
-    """Load the run and start the server (non-blocking); returns the :class:`~gags.viewer.app.ViewerApp`."""
+@dataclasses.dataclass
+class ViewSession:
+    """What the viewer serves: a frame renderer on the run's query engine, the scene, the run folder,
+    the resolved full frame size and the training image to start at."""
+
+    renderer: object
+    scene: object
+    run_root: Path
+    full_size: int
+    initial_view: str | None
+
+
+def open_view(cfg: ViewConfig) -> ViewSession:
+    """Check the options and load the run (query engine, scene); no server is started here.
+
+    The server is the face :mod:`gags.viewer.app` (``gags view`` runs :func:`gags.viewer.app.main`).
+    """
     from gags.devices import resolve_device
     from gags.query.live import LiveRenderer
     from gags.query.maps import open_engine
     from gags.runfolder import RunFolder
     from gags.scene.load import load_run_scene
-    from gags.viewer.app import ViewerApp, ViewerOptions
 
-    try:
-        import viser  # noqa: F401
-    except ImportError as e:
-        raise GagsError('the viewer needs viser: pip install "gags[view]" (or pip install viser)') from e
     if cfg.preview_size < 16 or (cfg.full_size is not None and cfg.full_size < 16):
         raise GagsError("--preview-size and --full-size must be at least 16 pixels")
+    if not 1 <= cfg.jpeg_quality <= 100:
+        raise GagsError(f"--jpeg-quality must be in 1..100, got {cfg.jpeg_quality}")
     run = RunFolder(cfg.run)
     device = resolve_device(cfg.device)
     engine = open_engine(run.root, device)
     scene = load_run_scene(run)
-    if cfg.view is not None and cfg.view not in {c.name for c in scene.cameras}:
+    view = cfg.view
+    if view is not None and view not in {c.name for c in scene.cameras}:
         stems = {Path(c.name).stem: c.name for c in scene.cameras}
-        if cfg.view not in stems:
+        if view not in stems:
             sample = ", ".join(c.name for c in scene.cameras[:5])
-            raise GagsError(f'--view "{cfg.view}" is not an image of the scene ({sample}, ...)')
-        cfg = dataclasses.replace(cfg, view=stems[cfg.view])
+            raise GagsError(f'--view "{view}" is not an image of the scene ({sample}, ...)')
+        view = stems[view]
     full = cfg.full_size or (1600 if device.type == "cuda" else 640)
-    options = ViewerOptions(
-        preview_size=cfg.preview_size,
-        full_size=full,
-        rest_seconds=cfg.rest_seconds,
-        jpeg_quality=cfg.jpeg_quality,
-        query=cfg.query,
-        mode=cfg.mode,
-        source=cfg.source,
-    )
-    renderer = LiveRenderer(engine, scene.background)
-    return ViewerApp(renderer, scene, run.root, cfg.host, cfg.port, options, cfg.view)
-
-
-def main(cfg: ViewConfig) -> None:
-    """``gags view``: start the server, print its URL, serve until interrupted (Ctrl-C)."""
-    app = start_viewer(cfg)
-    field = app.engine.field
-    print(f"gags view: {cfg.run} ({field.method}, {len(field.gaussians):,} Gaussians, {field.device.type})")
-    print(f"gags view: open {app.url}", flush=True)
-    if cfg.host in ("127.0.0.1", "localhost"):
-        port = app.server.get_port()
-        print(f"gags view: from another machine: ssh -L {port}:127.0.0.1:{port} HOST, then open {app.url}")
-    try:
-        while True:
-            time.sleep(3600)
-    finally:
-        app.server.stop()
+    return ViewSession(LiveRenderer(engine, scene.background), scene, run.root, full, view)

@@ -19,7 +19,6 @@ import dataclasses
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -27,6 +26,9 @@ from gags.query.live import MODES, SOURCE_LABELS, FrameCancelled, FrameSettings,
 from gags.query.relevance import CANONICAL_NEGATIVES
 from gags.scene.cameras import Camera
 from gags.scene.paths import camera_from_fov, scene_centre, vertical_fov, world_up
+from gags.stages.view import ViewConfig, open_view
+
+__all__ = ["ViewConfig", "ViewerApp", "main", "start_viewer"]
 
 #: display names of the modes, in the dropdown's order
 MODE_LABELS: dict[str, str] = {
@@ -390,6 +392,40 @@ class _ClientLoop:
         )
 
 
-def status_of(app: ViewerApp) -> dict[str, Any]:
-    """What the viewer shows now (for logs and tests)."""
-    return {"status": app.status.content, "selection": app.selection_status.content, "url": app.url}
+def start_viewer(cfg: ViewConfig) -> ViewerApp:
+    """Load the run (:func:`gags.stages.view.open_view`) and start the server (non-blocking)."""
+    from gags.errors import GagsError
+
+    try:
+        import viser  # noqa: F401
+    except ImportError as e:
+        raise GagsError('the viewer needs viser: pip install "gags[view]" (or pip install viser)') from e
+    session = open_view(cfg)
+    options = ViewerOptions(
+        preview_size=cfg.preview_size,
+        full_size=session.full_size,
+        rest_seconds=cfg.rest_seconds,
+        jpeg_quality=cfg.jpeg_quality,
+        query=cfg.query,
+        mode=cfg.mode,
+        source=cfg.source,
+    )
+    return ViewerApp(
+        session.renderer, session.scene, session.run_root, cfg.host, cfg.port, options, session.initial_view
+    )
+
+
+def main(cfg: ViewConfig) -> None:
+    """``gags view``: start the server, print its URL, serve until interrupted (Ctrl-C)."""
+    app = start_viewer(cfg)
+    field = app.engine.field
+    print(f"gags view: {cfg.run} ({field.method}, {len(field.gaussians):,} Gaussians, {field.device.type})")
+    print(f"gags view: open {app.url}", flush=True)
+    if cfg.host in ("127.0.0.1", "localhost"):
+        port = app.server.get_port()
+        print(f"gags view: from another machine: ssh -L {port}:127.0.0.1:{port} HOST, then open {app.url}")
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        app.server.stop()
