@@ -58,16 +58,6 @@ def camera_from_fov(name: str, cam_to_world: np.ndarray, fov_y: float, width: in
     return Camera(name=name, K=K, world_to_cam=np.linalg.inv(cam_to_world), width=width, height=height)
 
 
-def resize_camera(camera: Camera, width: int, height: int) -> Camera:
-    """The same view at ``width`` x ``height`` (intrinsics scaled per axis)."""
-    if (camera.width, camera.height) == (width, height):
-        return camera
-    K = camera.K.copy()
-    K[0] *= width / camera.width
-    K[1] *= height / camera.height
-    return dataclasses.replace(camera, K=K, width=int(width), height=int(height))
-
-
 def world_up(cameras: Sequence[Camera]) -> np.ndarray:
     """(3,) unit vector: the mean of the cameras' up directions (-y of OpenCV cameras)."""
     up = -np.mean([c.world_to_cam[1, :3] for c in cameras], axis=0)
@@ -124,7 +114,7 @@ def orbit_path(
         e1 = np.cross(up, np.eye(3)[np.argmin(np.abs(up))])
         e1 /= np.linalg.norm(e1)
     e2 = np.cross(up, e1)
-    first = resize_camera(cameras[0], width or cameras[0].width, height or cameras[0].height)
+    first = cameras[0].resized(width or cameras[0].width, height or cameras[0].height)
     path = []
     for k in range(frames):
         a = 2.0 * math.pi * turns * k / frames

@@ -57,7 +57,7 @@ class RenderConfig:
 
 def path_cameras(cfg: RenderConfig, scene) -> tuple[list, float]:
     """The cameras of ``cfg.path`` and the frame rate to encode them at."""
-    from gags.scene.paths import orbit_path, read_camera_path, resize_camera
+    from gags.scene.paths import orbit_path, read_camera_path
 
     fps = cfg.fps
     width = cfg.width
@@ -68,9 +68,7 @@ def path_cameras(cfg: RenderConfig, scene) -> tuple[list, float]:
     elif cfg.path == "train":
         cameras = list(scene.train_cameras or scene.cameras)
         if width:
-            cameras = [
-                resize_camera(c, width, cfg.height or round(width * c.height / c.width)) for c in cameras
-            ]
+            cameras = [c.resized(width, cfg.height or round(width * c.height / c.width)) for c in cameras]
     else:
         file = Path(cfg.path)
         if not file.exists():
