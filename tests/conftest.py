@@ -106,3 +106,21 @@ def gags_cli(args: list[object], capsys) -> tuple[int, str]:
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
     return code, capsys.readouterr().err
+
+
+@pytest.fixture(scope="session")
+def reduced_run(tmp_path_factory) -> Path:
+    """A reduced synthetic run (``DemoConfig.reduced``, no baselines): splats, segments, language field.
+
+    Built once per session (about half a minute on 2 cores) for the tests that only read a run
+    (viewer, video). ``GAGS_TEST_RUN=/path/to/run`` uses an existing synthetic run instead.
+    """
+    given = os.environ.get("GAGS_TEST_RUN")
+    if given:
+        return Path(given)
+    from gags.stages.demo import DemoConfig, run_demo
+
+    root = tmp_path_factory.mktemp("reduced")
+    cfg = DemoConfig.reduced(root / "run", baselines=(), queries=(), cache_dir=root / "cache")
+    run_demo(cfg)
+    return cfg.out

@@ -119,6 +119,13 @@ def test_eval_three_level_oracle_scores_high_and_writes_reports(tmp_path, synthe
     assert "| granularity | pairs | mIoU (%) | mAcc (%) |" in table and "| subpart |" in table
     assert (run.eval / "figure.png").stat().st_size > 1000
     assert run.read_config()["eval"]["threshold"] == 0.4
+    # one panel per frame: a row per category, four tiles (render, truth, prediction, point vs box)
+    import imageio.v3 as iio
+
+    panels = sorted((run.eval / "frames").glob("*.png"))
+    assert len(panels) == 4 and saved["panels"] == "frames"
+    H, W = iio.imread(panels[0]).shape[:2]
+    assert W == 4 * 80 + 3 * 2 and H > 80
 
 
 def test_eval_whole_only_field_fails_on_subparts(tmp_path, synthetic, monkeypatch):

@@ -70,6 +70,18 @@ COMMANDS: dict[str, Command] = {
         "main",
         "LERF-OVS protocol: mIoU and localisation accuracy by level.",
     ),
+    "view": Command(
+        "gags.viewer.app",
+        "ViewConfig",
+        "main",
+        "Web viewer (viser): live render, text box, relevance, alpha map, 3D selection.",
+    ),
+    "render": Command(
+        "gags.stages.render",
+        "RenderConfig",
+        "main",
+        "RGB + relevance video along an orbit, the training path or a camera_path.json.",
+    ),
     "run": Command(
         "gags.stages.run", "RunConfig", "main", "Photos, a video or a data set -> queryable run, resumable."
     ),

@@ -5,7 +5,9 @@ For every label frame: render the language field in the frame's camera at the la
 mask IoU and the localisation hit (:mod:`gags.query.postprocess`, :mod:`gags.evaluate.metrics`).
 mIoU is the mean over (frame, query) pairs; mAcc the fraction of pairs localised. Both are also
 reported per granularity (``levels.json`` next to the labels, or ``--levels``), per category and
-per frame, in ``RUN/eval/metrics.json``, ``metrics.md`` and ``figure.png``.
+per frame, in ``RUN/eval/metrics.json``, ``metrics.md`` and ``figure.png``; and, per frame,
+``RUN/eval/frames/<frame>.png``: one row per category with the render, the ground-truth mask, the
+predicted mask and the localisation point against the ground-truth boxes (where a query failed).
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ class EvalConfig:
     box_size: int = BOX_SIZE
     """Side in pixels of the relevance averaging window (reference 30, made for ~1000 x 730 LERF frames;
     smaller images may want a proportionally smaller window)."""
+    panels: bool = True
+    """Write ``RUN/eval/frames/<frame>.png`` (render | ground truth | predicted mask | point vs box per
+    category); ``--no-panels`` skips them (one RGB render per frame less)."""
     device: str = "auto"
     """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ..."""
     out: Path | None = None
@@ -88,7 +93,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         list(zip(frames, camera_index, strict=True)), desc="eval", unit="frame", leave=False
     ):
         camera = scene.cameras[index].resized(frame.width, frame.height)
-        records += evaluate_frame(engine, frame, camera, levels, cfg.threshold, cfg.box_size)
+        panel = run.eval / "frames" / f"{Path(frame.name).stem}.png" if cfg.panels else None
+        records += evaluate_frame(engine, frame, camera, levels, cfg.threshold, cfg.box_size, panel)
     seconds = time.perf_counter() - start
 
     metrics = {
@@ -104,6 +110,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         "by_frame": summarise(records, "frame"),
         "queries": records,
         "seconds_per_frame": seconds / len(frames),
+        "panels": "frames" if cfg.panels else None,
     }
     write_report(cfg.out if cfg.out is not None else run.eval, metrics)
     run.record_stage("eval", cfg, inputs=[run.splats, run.language])
@@ -117,15 +124,21 @@ def evaluate_frame(
     levels: dict[str, str],
     threshold: float = MASK_THRESHOLD,
     box_size: int = BOX_SIZE,
+    panel: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """One record per category of ``frame``: IoU, hit, chosen levels, point and score."""
+    """One record per category of ``frame``: IoU, hit, chosen levels, point and score; with ``panel``,
+    the frame's picture (:func:`gags.query.pictures.eval_frame_picture`) is written there."""
     names = list(frame.categories)
     if not names:
         return []
     answer = engine.query_view(camera, engine.embed(names), threshold, box_size)
-    records = []
+    records, rows = [], []
     for name, result in zip(names, answer.maps, strict=True):
         gt = frame.categories[name]
+        rows.append(
+            {"category": name, "gt_mask": gt.mask, "boxes": gt.boxes, "mask": result.mask}
+            | {"points": result.points, "normalised": result.normalised}
+        )
         records.append(
             {
                 "frame": frame.name,
@@ -139,6 +152,12 @@ def evaluate_frame(
                 "point_level": result.point_level,
             }
         )
+        rows[-1] |= {"iou": records[-1]["iou"], "hit": records[-1]["hit"]}
+    if panel is not None:
+        from gags.query.pictures import eval_frame_picture, save_png
+        from gags.stages.query import render_rgb
+
+        save_png(panel, eval_frame_picture(render_rgb(engine.field, camera).numpy(), rows))
     return records
 
 

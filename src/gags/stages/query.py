@@ -230,19 +230,11 @@ def save_heatmap_png(path: Path, normalised: torch.Tensor, point: tuple[int, int
 def save_overlay_png(
     path: Path, rgb: torch.Tensor, normalised: torch.Tensor, point: tuple[int, int] | None = None
 ) -> None:
-    """The relevance (turbo, opacity growing with relevance) composited over the (H, W, 3) render,
-    with a white cross at ``point`` (atomic PNG)."""
-    import imageio.v3 as iio
-    from matplotlib import colormaps
+    """The relevance composited over the (H, W, 3) render with the point, as the viewer and
+    ``gags render`` show it (:func:`gags.query.pictures.query_picture`; atomic PNG)."""
+    from gags.query.pictures import query_picture, save_png
 
-    o = normalised.clamp(0, 1).numpy()[..., None]
-    heat = colormaps["turbo"](o[..., 0])[..., :3]
-    blended = rgb.numpy() * (1 - 0.7 * o) + heat * 0.7 * o
-    out = (blended.clip(0, 1) * 255).astype(np.uint8)
-    if point is not None:
-        _draw_cross(out, point)
-    with atomic_path(path) as tmp:
-        iio.imwrite(tmp, out, extension=".png")
+    save_png(path, query_picture(rgb.numpy(), normalised.numpy(), point))
 
 
 def _draw_cross(rgb: np.ndarray, point: tuple[int, int]) -> None:
