@@ -112,8 +112,10 @@ def gags_cli(args: list[object], capsys) -> tuple[int, str]:
 def reduced_run(tmp_path_factory) -> Path:
     """A reduced synthetic run (``DemoConfig.reduced``, no baselines): splats, segments, language field.
 
-    Built once per session (about half a minute on 2 cores) for the tests that only read a run
-    (viewer, video). ``GAGS_TEST_RUN=/path/to/run`` uses an existing synthetic run instead.
+    Built once per session (about 40 s on 2 cores) for the tests that only read a run (viewer, video,
+    frames). The field is distilled at full resolution for 60 steps (the reduced demo's 5 steps at half
+    resolution do not find the mug), so the viewer test can look for it. ``GAGS_TEST_RUN=/path/to/run``
+    uses an existing synthetic run instead.
     """
     given = os.environ.get("GAGS_TEST_RUN")
     if given:
@@ -121,6 +123,13 @@ def reduced_run(tmp_path_factory) -> Path:
     from gags.stages.demo import DemoConfig, run_demo
 
     root = tmp_path_factory.mktemp("reduced")
-    cfg = DemoConfig.reduced(root / "run", baselines=(), queries=(), cache_dir=root / "cache")
+    cfg = DemoConfig.reduced(
+        root / "run",
+        baselines=(),
+        queries=(),
+        cache_dir=root / "cache",
+        distill_iterations=60,
+        distill_downscale=1.0,
+    )
     run_demo(cfg)
     return cfg.out

@@ -87,13 +87,23 @@ def test_pixel_path_equals_the_query_core_and_the_preview_agrees(live):
         renderer.frame(camera, FrameSettings("relevance", ("mug",), source="pixel"), cancel=lambda: True)
 
 
-def test_alpha_argmax_is_a_level_per_pixel(live):
-    from gags.query.granularity import alpha_argmax, alpha_map
+def test_granularity_mode_colours_the_alpha_argmax_of_the_field(live):
+    from gags.distill.alpha import alpha_argmax_maps
+    from gags.query.live import FrameSettings
+    from gags.query.pictures import LEVEL_COLORS
+    from gags.scene.cameras import stack_cameras
 
     renderer, scene = live
     camera = scene.train_cameras[0]
-    alpha = alpha_map(renderer.field, camera)
-    assert alpha.shape == (camera.height, camera.width, 3)
-    assert torch.allclose(alpha.sum(-1), torch.ones(()), atol=1e-5)
-    levels = alpha_argmax(renderer.field, camera)
-    assert levels.shape == (camera.height, camera.width) and set(levels.unique().tolist()) <= {0, 1, 2}
+    parts = renderer.render(camera, fields=True)
+    levels = renderer.alpha_levels(parts)  # the same map as distill.alpha's Fig. 6 maps
+    viewmats, Ks = stack_cameras([camera])
+    assert torch.equal(
+        levels, alpha_argmax_maps(renderer.field, viewmats, Ks, camera.width, camera.height)[0]
+    )
+    frame = renderer.frame(camera, FrameSettings("granularity"))
+    assert "granularity" in frame.shown
+    solid = (parts.alpha.numpy() > 0.99) & (levels.numpy() >= 0)
+    colour = np.asarray(LEVEL_COLORS)[levels.numpy()[solid]]
+    # opaque pixels are mostly their level's colour (0.7 of it over the render)
+    assert np.abs(frame.image[solid].astype(float) - colour).mean() < np.abs(frame.rgb[solid] - colour).mean()

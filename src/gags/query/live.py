@@ -271,12 +271,32 @@ class LiveRenderer:
     # ------------------------------------------------------------------ granularity and PCA
 
     def eta_function(self):
-        """The field's granularity decoder (None when alpha is not learned), looked up once."""
+        """The field's granularity decoder (:func:`gags.distill.alpha.granularity_decoder`), or None when
+        the field does not learn alpha; looked up once."""
         if not self._eta_known:
-            from gags.query.granularity import granularity_decoder
+            from gags.distill.alpha import granularity_decoder
+            from gags.errors import GagsError
 
-            self._eta, self._eta_known = granularity_decoder(self.field), True
+            try:
+                self._eta = granularity_decoder(self.field)
+            except (GagsError, AttributeError, KeyError):
+                self._eta = None
+            self._eta_known = True
         return self._eta
+
+    @torch.no_grad()
+    def alpha_levels(self, parts: RenderedParts) -> torch.Tensor:
+        """(H, W) argmax of alpha = softmax(eta) of the rendered field (paper Fig. 6), -1 where the
+        accumulated opacity is below 0.5 (:func:`gags.distill.alpha.alpha_argmax`)."""
+        from gags.distill.alpha import alpha_argmax
+        from gags.distill.field import DECODE_CHUNK
+
+        eta_net = self.eta_function()
+        low = parts.fields[0]
+        flat = low.reshape(-1, low.shape[-1])
+        eta = torch.cat([eta_net(c) for c in flat.split(DECODE_CHUNK)]) if flat.shape[0] else flat[:, :3]
+        alpha = torch.softmax(eta, dim=-1).reshape(*low.shape[:-1], 3).cpu()
+        return alpha_argmax(alpha, parts.alpha)
 
     @property
     def has_granularity(self) -> bool:
@@ -330,11 +350,8 @@ class LiveRenderer:
             note = f"{mode} {quoted} from the {SOURCE_LABELS[settings.source]}"
         elif mode == "granularity" and self.has_granularity:
             parts = self.render(camera, fields=True, extra=extra)
-            from gags.query.granularity import alpha_from_features
-
-            alpha = alpha_from_features(self.eta_function(), parts.fields[0]).cpu()
             rgb = to_uint8(parts.rgb.numpy())
-            image = granularity_picture(rgb, alpha.argmax(-1).numpy(), parts.alpha.numpy())
+            image = granularity_picture(rgb, self.alpha_levels(parts).numpy(), parts.alpha.numpy())
             note = "granularity: argmax of alpha (red subpart, blue part, green whole)"
         elif mode == "pca":
             parts = self.render(camera, fields=True, extra=extra)
