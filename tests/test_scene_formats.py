@@ -191,16 +191,16 @@ def _write_frames(root: Path, name: str, folder: str, n: int, size: tuple[int, i
 
 
 def test_blender_test_file_gives_the_eval_split_and_unique_names(tmp_path: Path) -> None:
-    _write_frames(tmp_path, "transforms_train.json", "train", 4, (16, 12), camera_angle_x=1.0)
-    _write_frames(tmp_path, "transforms_test.json", "test", 2, (16, 12), camera_angle_x=1.0)
+    _write_frames(tmp_path, "transforms_train.json", "train", 4, (32, 24), camera_angle_x=1.0)
+    _write_frames(tmp_path, "transforms_test.json", "test", 2, (32, 24), camera_angle_x=1.0)
     scene = load_scene(SceneConfig(data=tmp_path, downscale=2))
     names = [c.name for c in scene.cameras]
     assert names == sorted(names) and "test_r_0.png" in names and "train_r_0.png" in names
     assert [names[i] for i in scene.eval_indices] == ["test_r_0.png", "test_r_1.png"]
     assert len(scene.train_indices) == 4
     cam = scene.cameras[0]
-    assert (cam.width, cam.height) == (8, 6)
-    np.testing.assert_allclose(cam.K[0, 0], 0.5 * 8 / np.tan(0.5))
+    assert (cam.width, cam.height) == (16, 12)
+    np.testing.assert_allclose(cam.K[0, 0], 0.5 * 16 / np.tan(0.5))
     # OpenCV forward axis points at the origin
     np.testing.assert_allclose(cam.world_to_cam[2, :3], -cam.center / np.linalg.norm(cam.center), atol=1e-9)
     gray = load_image(cam, (0.0, 0.0, 0.0))

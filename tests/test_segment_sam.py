@@ -28,7 +28,7 @@ def test_sam_vit_b_random_weights_to_segment_files(tmp_path: Path) -> None:
         segmenter,
         MeanColourEncoder(),
         prompts=PromptConfig(grid=2, n=3),
-        cleanup=CleanupConfig(score_thr=-1.0),
+        cleanup=CleanupConfig(score_thr=0.0),
     )
     assert summary["done"] == 1
     assert summary["timings"]["sam_encoder"] > 0 and summary["timings"]["sam_decoder"] > 0

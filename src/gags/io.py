@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import zipfile
 import zlib
@@ -83,6 +84,30 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
                 tmp_path.unlink()
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder next to ``path``; on success it replaces ``path`` as a whole.
+
+    On an exception the temporary folder is removed and ``path`` (with what it held) is left as it
+    was, so a failed stage never leaves a mixture of old and new files under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+            os.replace(path, aside / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _naming(e: OSError, path: Path, tmp: Path | None) -> OSError:
     """``e`` with the final ``path`` as its file name when it named the temporary file or nothing."""
     named = {None, str(tmp) if tmp is not None else None}
@@ -136,7 +161,12 @@ def remove_leftover_tmp(folders: Iterable[Path], recursive: bool = False) -> lis
             continue
         candidates = Path(folder).rglob(".*") if recursive else Path(folder).glob(".*")
         for p in candidates:
-            if TMP_PATTERN.match(p.name) and p.is_file():
+            if not TMP_PATTERN.match(p.name):
+                continue
+            if p.is_dir():  # a folder of :func:`atomic_dir`
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+            elif p.is_file():
                 with contextlib.suppress(OSError):
                     p.unlink()
                     removed.append(p)

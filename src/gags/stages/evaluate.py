@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from gags.devices import resolve_device
 from gags.errors import GagsError
+from gags.io import atomic_dir
 from gags.evaluate.labels import FrameLabels, find_levels, match_cameras, read_labels
 from gags.evaluate.metrics import aggregate, localisation_hit, mask_iou, summarise
 from gags.evaluate.report import UNASSIGNED, write_report
@@ -87,17 +88,29 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         raise GagsError(f"{cfg.labels}: the label files name no categories (every 'objects' list is empty)")
     engine.embed(categories)  # one text-encoder call for every category of every frame
 
+    out = cfg.out if cfg.out is not None else run.eval
     records: list[dict[str, Any]] = []
     start = time.perf_counter()
-    for frame, index in tqdm(
-        list(zip(frames, camera_index, strict=True)), desc="eval", unit="frame", leave=False
-    ):
-        camera = scene.cameras[index].resized(frame.width, frame.height)
-        panel = run.eval / "frames" / f"{Path(frame.name).stem}.png" if cfg.panels else None
-        records += evaluate_frame(engine, frame, camera, levels, cfg.threshold, cfg.box_size, panel)
-    seconds = time.perf_counter() - start
+    # the pictures are staged and replace out/frames only together with the metrics
+    with atomic_dir(out / "frames") as staged:
+        for frame, index in tqdm(
+            list(zip(frames, camera_index, strict=True)), desc="eval", unit="frame", leave=False
+        ):
+            camera = scene.cameras[index].resized(frame.width, frame.height)
+            panel = staged / f"{Path(frame.name).stem}.png" if cfg.panels else None
+            records += evaluate_frame(engine, frame, camera, levels, cfg.threshold, cfg.box_size, panel)
+        seconds = time.perf_counter() - start
+        metrics = _metrics(cfg, engine, frames, records, seconds)
+        write_report(out, metrics)
+    run.record_stage("eval", cfg, inputs=[run.splats, run.language])
+    return metrics
 
-    metrics = {
+
+def _metrics(
+    cfg: EvalConfig, engine: QueryEngine, frames: list[FrameLabels], records: list[dict[str, Any]], seconds: float
+) -> dict[str, Any]:
+    """The ``metrics.json`` document: settings, aggregates overall / by level / category / frame, records."""
+    return {
         "method": engine.field.method,
         "labels": str(cfg.labels),
         "threshold": cfg.threshold,
@@ -112,9 +125,6 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         "seconds_per_frame": seconds / len(frames),
         "panels": "frames" if cfg.panels else None,
     }
-    write_report(cfg.out if cfg.out is not None else run.eval, metrics)
-    run.record_stage("eval", cfg, inputs=[run.splats, run.language])
-    return metrics
 
 
 def evaluate_frame(
