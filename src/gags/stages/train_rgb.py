@@ -39,6 +39,7 @@ from gags.splats.init import from_points, random_in_frusta
 from gags.splats.metrics import photometric_loss, psnr, ssim
 from gags.splats.ply import load_ply, save_ply
 from gags.splats.render import render
+from gags.stages.tblog import LogConfig, ScalarLog, open_log, optimizer_lrs, validate_log_config
 
 CHECKPOINT_NAME = "latest.pt"
 
@@ -114,6 +115,8 @@ class TrainConfig:
     """Render the evaluation views and write eval/rgb_metrics.json."""
     progress: bool = True
     """Show a progress bar."""
+    log: LogConfig = dataclasses.field(default_factory=LogConfig)
+    """TensorBoard: loss, PSNR, Gaussian count, learning rates, eval renders (RUN/tensorboard/train_rgb)"""
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -142,6 +145,7 @@ class ImportConfig:
             iterations=0,
             evaluate=self.evaluate,
             overwrite=self.overwrite,
+            log=LogConfig(tensorboard=False),
         )
 
 
@@ -224,6 +228,7 @@ def validate_train_config(cfg: TrainConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise GagsError(message)
+    validate_log_config(cfg.log)
     if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
         raise file_error(cfg.out, "is a file, not a run folder: pass another --out")
 
@@ -269,6 +274,8 @@ class Trainer:
         self.densifier = Densifier(self.schedule.densify, self.extent, len(init), device)
         self.densifier.generator.manual_seed(cfg.seed)
         self._images: dict[int, torch.Tensor] = {}
+        self.tb = ScalarLog(None)
+        self._preview: torch.Tensor | None = None
 
     # ----- set-up -----------------------------------------------------------------------------
     def _initial_gaussians(self) -> Gaussians:
@@ -323,8 +330,17 @@ class Trainer:
             self.load_checkpoint(ckpt)
         elif self.cfg.resume:
             tqdm.write(f"gags: no checkpoint at {ckpt}; starting from step 0")
+        if self.cfg.iterations > self.step:
+            self.tb = open_log(self.cfg.log, self.run.root, "train_rgb", self.step)
+        try:
+            return self._fit(ckpt)
+        finally:
+            self.tb.close()
+
+    def _fit(self, ckpt: Path) -> dict[str, Any]:
         if self.initial is None and self.cfg.evaluate:
             self.initial = self.evaluate(step=0)
+            self._log_eval(0, self.initial)
         start_time = time.perf_counter() - self.wall_time
         bar = tqdm(
             total=self.cfg.iterations,
@@ -340,14 +356,36 @@ class Trainer:
             bar.update(1)
             if self.step % 10 == 0 or self.step == self.cfg.iterations:
                 bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{train_psnr:.2f}", n=len(self.params["means"]))
+            self._log_step(loss, train_psnr)
             if self.cfg.eval_every and self.step % self.cfg.eval_every == 0 and self.cfg.evaluate:
                 self.history.append({"step": self.step, **self.evaluate(self.step, summary_only=True)})
+                self._log_eval(self.step, self.history[-1])
             if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.iterations:
                 self.save_checkpoint(ckpt)
         bar.close()
         if self.cfg.iterations == 0 or not ckpt.exists():
             self.save_checkpoint(ckpt)
-        return self.final_metrics() if self.cfg.evaluate else {"n_gaussians": len(self.params["means"])}
+        if not self.cfg.evaluate:
+            return {"n_gaussians": len(self.params["means"])}
+        metrics = self.final_metrics()
+        if not (self.history and self.history[-1]["step"] == self.step):  # not logged by --eval-every
+            self._log_eval(self.step, metrics["final"])
+        return metrics
+
+    def _log_step(self, loss: float, train_psnr: float) -> None:
+        """TensorBoard scalars of the step just taken: loss, batch PSNR (dB), Gaussian count, rates."""
+        if not self.tb.due(self.step, last=self.step == self.cfg.iterations):
+            return
+        count = len(self.params["means"])
+        values = {"train/loss": loss, "train/batch_psnr": train_psnr, "gaussians/count": count}
+        self.tb.scalars(self.step, {**values, **optimizer_lrs(self.optimizers)})
+
+    def _log_eval(self, step: int, summary: dict[str, Any]) -> None:
+        """TensorBoard ``eval/*``: mean PSNR (dB) and SSIM of the evaluation views (held out, else the
+        training views: ``eval/rgb_metrics.json`` says which) and the first one's render | target."""
+        self.tb.scalars(step, {"eval/psnr": summary["psnr"], "eval/ssim": summary["ssim"]})
+        if self._preview is not None:
+            self.tb.image("eval/render_vs_target", step, self._preview)
 
     def train_step(self) -> tuple[float, float]:
         """One optimisation step on ``batch_size`` views; returns (loss, PSNR) of the batch."""
@@ -438,6 +476,8 @@ class Trainer:
             image = out.rgb[0].clamp(0, 1)
             target = load_image(cam, self.scene.background).to(self.device)
             per_view[cam.name] = {"psnr": float(psnr(image, target)), "ssim": float(ssim(image, target))}
+            if len(per_view) == 1 and self.tb.enabled:
+                self._preview = torch.cat([image, target], dim=1)  # (H, 2W, 3): render | target
             if save_dir is not None:
                 _save_png(save_dir / f"{Path(cam.name).stem}.png", image)
         summary = {
@@ -521,7 +561,7 @@ _PARAM_NAMES = ("means", "quats", "scales", "opacities", "sh0", "shN")
 #: settings that may change between a checkpoint and the run resuming it
 _FREE_ON_RESUME = (
     *("data", "out", "resume", "overwrite", "device", "backend"),
-    *("eval_every", "checkpoint_every", "evaluate", "progress"),
+    *("eval_every", "checkpoint_every", "evaluate", "progress", "log"),
 )
 
 
