@@ -192,18 +192,21 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
             progress=cfg.progress,
             desc=f"distill ({method.name})",
         )
+        seconds = time.perf_counter() - t0
+        _save_checkpoint(ckpt_path, cfg, trainer, state)
+        write_language_outputs(run, gaussians, trainer.result(), method, embed_dim, spec, cfg)
+        write_curve(run, curve, start)
+        run.record_stage(
+            "distill",
+            cfg,
+            inputs=[run.splats, run.segments, run.features],
+            outputs=[run.language, run.splats_language],
+        )
+    except Exception:
+        tb.discard()  # a failed stage leaves the run folder's logs as they were
+        raise
     finally:
         tb.close()
-    seconds = time.perf_counter() - t0
-    _save_checkpoint(ckpt_path, cfg, trainer, state)
-    write_language_outputs(run, gaussians, trainer.result(), method, embed_dim, spec, cfg)
-    write_curve(run, curve, start)
-    run.record_stage(
-        "distill",
-        cfg,
-        inputs=[run.splats, run.segments, run.features],
-        outputs=[run.language, run.splats_language],
-    )
     return {
         "method": method.name,
         "iterations": cfg.iterations,

@@ -39,8 +39,17 @@ class LogConfig:
 class ScalarLog:
     """One stage's TensorBoard writer, or a no-op when logging is off or TensorBoard is missing."""
 
-    def __init__(self, writer: Any | None, every: int = 10) -> None:
+    def __init__(
+        self,
+        writer: Any | None,
+        every: int = 10,
+        folder: Path | None = None,
+        keep: tuple[Path, ...] = (),
+        created: tuple[Path, ...] = (),
+    ) -> None:
         self.writer, self.every = writer, max(1, int(every))
+        self.folder, self.keep = folder, set(keep)  # keep: what the folder held before this log
+        self.created = created  # folders made for this log, innermost first
 
     @property
     def enabled(self) -> bool:
@@ -69,6 +78,18 @@ class ScalarLog:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+    def discard(self) -> None:
+        """Close and delete what this log wrote (the stage failed: the run folder stays as it was)."""
+        self.close()
+        if self.folder is None or not self.folder.is_dir():
+            return
+        for path in self.folder.iterdir():
+            if path not in self.keep and path.is_file():
+                path.unlink()
+        for folder in self.created:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
 
 
 def log_dir(cfg: LogConfig, run_root: Path, stage: str) -> Path:
@@ -101,8 +122,11 @@ def open_log(cfg: LogConfig, run_root: Path, stage: str, start_step: int = 0) ->
         )
         return ScalarLog(None)
     folder = log_dir(cfg, run_root, stage)
+    created = tuple(p for p in (folder, folder.parent) if not p.exists())
+    keep = tuple(folder.iterdir()) if folder.is_dir() else ()
     folder.mkdir(parents=True, exist_ok=True)
-    return ScalarLog(SummaryWriter(log_dir=str(folder), purge_step=int(start_step)), cfg.every)
+    writer = SummaryWriter(log_dir=str(folder), purge_step=int(start_step))
+    return ScalarLog(writer, cfg.every, folder, keep, created)
 
 
 def optimizer_lrs(optimizers: Mapping[str, torch.optim.Optimizer] | list[torch.optim.Optimizer]) -> dict:
