@@ -257,7 +257,7 @@ def run_ablation(
             for label_set in cfg.label_sets
         ]
         tables += [
-            f"### seed {s}\n\n" + granularity_markdown(r["rows"], r["level_floors"])
+            granularity_markdown(r["rows"], r["level_floors"], f"granularity, seed {s}")
             for s, r in zip(cfg.seeds, per_seed, strict=True)
         ]
         _write_tables(cfg, result, tables)
@@ -339,12 +339,14 @@ def ablation_markdown(rows: list[dict[str, Any]], with_std: bool = False) -> str
     return "\n".join(lines) + "\n"
 
 
-def granularity_markdown(rows: list[dict[str, Any]], floors: dict[str, dict[str, Any]]) -> str:
+def granularity_markdown(
+    rows: list[dict[str, Any]], floors: dict[str, dict[str, Any]], title: str = "granularity"
+) -> str:
     """Where the learnt alpha went (mean subpart / part / whole per view ring, for each learnt-alpha
     row) and which level Eq. 3 rewards (the levels' consistency floors over the objects' subparts)."""
     from gags.synthetic.granularity import alpha_line
 
-    lines = ["## granularity", ""]
+    lines = [f"## {title}", ""]
     lines += [f"- alpha, {r['method']}: {alpha_line(r['alpha'])}" for r in rows if r.get("alpha")]
     for prompts, f in floors.items():
         scene = f["scene"]
