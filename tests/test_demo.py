@@ -14,7 +14,7 @@ def test_demo_runs_end_to_end_and_reports_metrics(tmp_path, capsys):
     cfg = DemoConfig.reduced(tmp_path / "run", queries=("cup", "pencil"), cache_dir=tmp_path / "cache")
     result = run_demo(cfg)
     ev = tmp_path / "run" / "eval"
-    for name in ("metrics.json", "demo.json", "demo.md", "demo_figure.png"):
+    for name in ("metrics.json", "demo.json", "demo.md", "demo_figure.png", "distill_curves.png"):
         assert (ev / name).stat().st_size > 0, name
     metrics = json.loads((ev / "metrics.json").read_text())
     overall = metrics["overall"]  # LERF-OVS numbers by granularity

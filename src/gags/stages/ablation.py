@@ -57,6 +57,9 @@ class AblationConfig:
     """distillation steps per method. DEVIATION: the paper uses 30000 (GPU)"""
     distill_downscale: float = 2.0
     """distillation resolution divisor (reference -r 2)"""
+    distill_pixels: int = 0
+    """supervise each view at this many random valid pixels per step (0: all; ``gags distill
+    --pixels-per-view``)"""
     box_size: int = 10
     """evaluation relevance window, pixels (reference 30 at ~1000 px wide; scaled for 200 px views)"""
     backend: Backend = "auto"
@@ -136,6 +139,7 @@ def run_method(cfg: AblationConfig, spec: MethodSpec, prep: RunFolder, scene_dir
                 method=spec.method,
                 iterations=cfg.distill_iterations,
                 downscale=cfg.distill_downscale,
+                pixels_per_view=cfg.distill_pixels,
                 seed=cfg.seed,
                 device=cfg.device,
                 progress=False,
