@@ -63,6 +63,7 @@ def train_field(
     progress: bool = True,
     desc: str = "distill",
     log: Callable[[int, dict[str, float]], None] | None = None,
+    after_backward: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """Run steps ``state.step .. iterations - 1``; returns the last step's statistics.
 
@@ -73,6 +74,8 @@ def train_field(
         iterations: total steps of the run (the loss schedules read ``step / iterations``).
         checkpoint: called with the loop state every ``checkpoint_every`` steps (0: never here).
         log: called with (step, statistics) after every step (loss curves, TensorBoard).
+        after_backward: called between the backward pass and the optimiser steps (data-parallel
+            gradient averaging: :class:`gags.distill.parallel.DataParallel`).
     """
     stats: dict[str, float] = {}
     bar = tqdm(
@@ -86,6 +89,8 @@ def train_field(
         for opt in trainer.optimizers:
             opt.zero_grad(set_to_none=True)
         loss.backward()
+        if after_backward is not None:
+            after_backward()
         for opt in trainer.optimizers:
             opt.step()
         state.step = step + 1

@@ -16,12 +16,15 @@ from typing import Annotated, Any
 import torch
 import tyro
 
+from gags import distributed as dist
 from gags.devices import resolve_device
 from gags.distill.gad import GaD
 from gags.distill.langsplat import LangSplat
 from gags.distill.methods import DistillContext, DistillMethod, FieldTrainer, TrainedField
+from gags.distill.parallel import DataParallel
+from gags.distill.targets import ViewTargetStore
 from gags.distill.train import LoopState, train_field
-from gags.distill.views import ViewSampler, ViewTargets, load_all_view_targets
+from gags.distill.views import ViewSampler
 from gags.errors import GagsError, file_error
 from gags.io import save_torch_atomic
 from gags.runfolder import RunFolder
@@ -87,20 +90,14 @@ def encoder_spec(run: RunFolder) -> dict[str, Any]:
     return prepare["encoder"]
 
 
-def load_training_views(run: RunFolder, downscale: float, device: torch.device) -> list[ViewTargets]:
-    """The training views' targets at the distillation resolution, on ``device``."""
+def load_training_views(run: RunFolder, downscale: float, device: torch.device) -> ViewTargetStore:
+    """The training views' targets at the distillation resolution, on ``device`` (read on demand)."""
     from gags.scene.load import load_run_scene
 
     scene = load_run_scene(run)
     if not scene.train_cameras:
         raise file_error(run.config, "the scene has no training cameras")
-    views = load_all_view_targets(run, scene.train_cameras, downscale)
-    return [
-        dataclasses.replace(
-            v, maps=v.maps.to(device), features=v.features.to(device), valid=v.valid.to(device)
-        )
-        for v in views
-    ]
+    return ViewTargetStore(run, scene.train_cameras, downscale, device)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -130,15 +127,18 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     method: DistillMethod = cfg.method
     t0 = time.perf_counter()
     ctx = DistillContext(len(gaussians), views, embed_dim, cfg.feature_dim, cfg.iterations, cfg.seed, device)
-    ctx.progress = cfg.progress
+    ctx.progress = cfg.progress and dist.is_main()
     trainer = method.trainer(ctx)
-    state = LoopState(0, ViewSampler(len(views), cfg.seed))
+    parallel = DataParallel(trainer, gaussians, views, cfg.iterations, backend=cfg.backend)  # torchrun
+    state = LoopState(0, parallel.sampler(ViewSampler(len(views), cfg.seed)))
 
     ckpt_path = run.checkpoints / "distill.pt"
     if cfg.resume and ckpt_path.exists():
         _load_checkpoint(ckpt_path, cfg, trainer, state)
+    parallel.start(state)  # every rank continues from rank 0's state
     start = state.step
-    run.record_stage("distill", cfg)
+    if dist.is_main():
+        run.record_stage("distill", cfg)
 
     stats = train_field(
         trainer,
@@ -149,16 +149,22 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         backend=cfg.backend,
         checkpoint=lambda s: _save_checkpoint(ckpt_path, cfg, trainer, s),
         checkpoint_every=cfg.checkpoint_every,
-        progress=cfg.progress,
+        progress=cfg.progress and dist.is_main(),
         desc=f"distill ({method.name})",
+        after_backward=parallel.after_backward,
     )
+    stats = parallel.mean_stats(stats)
     seconds = time.perf_counter() - t0
     _save_checkpoint(ckpt_path, cfg, trainer, state)
-    write_language_outputs(run, gaussians, trainer.result(), method, embed_dim, spec, cfg)
+    if dist.is_main():
+        write_language_outputs(run, gaussians, trainer.result(), method, embed_dim, spec, cfg)
+    views.close()
+    dist.barrier()  # every rank returns once the outputs are written
     return {
         "method": method.name,
         "iterations": cfg.iterations,
         "steps_run": cfg.iterations - start,
+        "views_per_step": parallel.views_per_step,
         "seconds": seconds,
         "peak_memory_mb": peak_memory_mb(device),
         "views": len(views),
@@ -225,6 +231,8 @@ def _resume_key(cfg: DistillConfig) -> dict[str, Any]:
 
 
 def _save_checkpoint(path: Path, cfg: DistillConfig, trainer: FieldTrainer, state: LoopState) -> None:
+    if not dist.is_main():
+        return  # one writer; every rank holds the same state
     save_torch_atomic(
         path, {"config": _resume_key(cfg), "trainer": trainer.state_dict(), **state.state_dict()}
     )
