@@ -30,6 +30,7 @@ import torch
 import tyro
 from tqdm import tqdm
 
+from gags import distributed as dist
 from gags.devices import resolve_device
 from gags.errors import GagsError
 from gags.features.crops import embed_masks
@@ -139,17 +140,40 @@ def prepare_views(
     """The work of :func:`prepare` on given cameras, splats and models (also the test entry point).
 
     ``load_rgb(camera)`` returns the view as (H, W, 3) uint8 at the camera's size.
+    Under torchrun each rank does its :func:`~gags.distributed.shard` of the views still to do;
+    the summary counts every rank's, and rank 0 records the stage once every rank is done.
     """
+    summary = _prepare_share(run, cameras, gaussians, load_rgb, segmenter, encoder, cfg)
+    summary = _merge_summaries(dist.all_gather_objects(summary))  # waits for every rank
+    if dist.is_main():
+        _record(run, cfg, segmenter, encoder, check=False)
+    dist.barrier()
+    return summary
+
+
+def _prepare_share(
+    run: RunFolder,
+    cameras: list[Camera],
+    gaussians: Gaussians,
+    load_rgb: Callable[[Camera], np.ndarray],
+    segmenter: Segmenter,
+    encoder: TextImageEncoder,
+    cfg: PrepareConfig,
+) -> dict[str, Any]:
+    """This rank's share of :func:`prepare_views` (all of it in a plain process)."""
     device = resolve_device(cfg.device)
     gaussians = gaussians.to(device)
     views = cameras[: cfg.limit] if cfg.limit > 0 else list(cameras)
-    _record(run, cfg, segmenter, encoder)
-    todo = [
-        cam
-        for cam in views
-        if cfg.overwrite
-        or not is_valid_pair(run.segment_file(cam.name), run.feature_file(cam.name), (cam.height, cam.width))
-    ]
+    _record(run, cfg, segmenter, encoder, write=False)  # refuse mixed encoders before any work
+    todo = dist.filter_sharded(  # the views still to do, checked by the ranks in turn
+        views,
+        lambda cam: (
+            cfg.overwrite
+            or not is_valid_pair(
+                run.segment_file(cam.name), run.feature_file(cam.name), (cam.height, cam.width)
+            )
+        ),
+    )
     timings = dict.fromkeys(STAGES, 0.0)
     summary: dict[str, Any] = {
         "views": len(views),
@@ -171,10 +195,12 @@ def prepare_views(
                 view_chunk=cfg.view_chunk,
                 backend=cfg.backend,
                 progress=bar.update,
+                shard=dist.shard,  # each rank takes its chunks of views; the minimum is reduced below
             )
+            md = dist.all_reduce(md, "min")
         timings["depth"] += time.perf_counter() - t0
 
-    bar = tqdm(todo, desc="prepare", unit="img")
+    bar = tqdm(dist.shard(todo), desc="prepare", unit="img")
     for cam in bar:
         stage = _prepare_view(run, cam, gaussians, md, load_rgb, segmenter, encoder, cfg, device)
         if isinstance(stage, str):
@@ -281,15 +307,44 @@ def _spec(model: object) -> dict[str, Any]:
     return dict(spec) if isinstance(spec, dict) else {"kind": type(model).__name__}
 
 
-def _record(run: RunFolder, cfg: PrepareConfig, segmenter: Segmenter, encoder: TextImageEncoder) -> None:
-    """Store the specs in config.json["prepare"]; refuse to mix features of another encoder."""
+def _merge_summaries(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One summary from every rank's (counts and timings added, per-image times over all done)."""
+    if len(parts) == 1:
+        return parts[0]
+    merged = {**parts[0], "done": sum(p["done"] for p in parts), "skipped": {}}
+    timings = dict.fromkeys(STAGES, 0.0)
+    for p in parts:
+        merged["skipped"].update(p["skipped"])
+        for k, v in p["timings"].items():
+            timings[k] = timings.get(k, 0.0) + v
+    merged["timings"] = timings
+    merged["per_image"] = {k: v / max(merged["done"], 1) for k, v in timings.items()}
+    merged["ranks"] = len(parts)
+    return merged
+
+
+def _record(
+    run: RunFolder,
+    cfg: PrepareConfig,
+    segmenter: Segmenter,
+    encoder: TextImageEncoder,
+    check: bool = True,
+    write: bool = True,
+) -> None:
+    """Store the specs in config.json["prepare"]; refuse to mix features of another encoder.
+
+    ``write=False``: only the check (every rank, before the work); ``check=False``: only the record
+    (rank 0, once every rank is done).
+    """
     seg_spec, enc_spec = _spec(segmenter), _spec(encoder)
     previous = run.read_config().get("prepare", {})
-    old = previous.get("encoder")
+    old = previous.get("encoder") if check else None  # check=False: the check ran before the work
     if old is not None and old != enc_spec and not cfg.overwrite and any(run.features.glob("*.npz")):
         raise GagsError(
             f"{run.features} holds features from encoder {old}, not {enc_spec}; pass --overwrite to redo them"
         )
+    if not write:
+        return
     config = dataclasses.asdict(cfg)
     run.record_stage("prepare", {"encoder": enc_spec, "segmenter": seg_spec, "config": config})
 
