@@ -23,6 +23,7 @@ same parameters whatever its own initialisation or checkpoint read did.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,8 +32,20 @@ import torch
 from gags import distributed as dist
 from gags.distill.methods import FieldTrainer
 from gags.distill.views import ViewSampler, ViewTargets
+from gags.errors import GagsError
 from gags.splats.gaussians import Gaussians
 from gags.splats.render import Backend
+
+
+def _cpu(obj: Any) -> Any:
+    """``obj`` with every tensor moved to the CPU (what is pickled to other ranks)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_cpu(v) for v in obj)
+    return obj
 
 
 class ShardedSampler:
@@ -95,6 +108,13 @@ class DataParallel:
         self.trainer, self.gaussians, self.views = trainer, gaussians, views
         self.iterations, self.backend, self.views_per_rank = iterations, backend, views_per_rank
         self.rank, self.world = dist.rank(), dist.world_size()
+        device = trainer.channels().device
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        if self.world > 1 and device.type == "cuda" and per_node > torch.cuda.device_count():
+            raise GagsError(
+                f"{per_node} ranks on this node but {torch.cuda.device_count()} GPU(s): data-parallel "
+                "distillation needs one GPU per rank (torchrun --nproc-per-node <= the GPUs, or --device cpu)"
+            )
         self._sampler: ShardedSampler | None = None
         self._state: Any = None
         self.extra_losses: list[float] = []
@@ -114,7 +134,7 @@ class DataParallel:
         0's trainer state."""
         self._state = state
         if self.world > 1:
-            saved = dist.broadcast_object(self.trainer.state_dict() if dist.is_main() else None)
+            saved = dist.broadcast_object(_cpu(self.trainer.state_dict()) if dist.is_main() else None)
             if not dist.is_main():
                 self.trainer.load_state_dict(saved)
 

@@ -197,7 +197,7 @@ def _prepare_share(
                 progress=bar.update,
                 shard=dist.shard,  # each rank takes its chunks of views; the minimum is reduced below
             )
-            md = dist.all_reduce(md, "min")
+            md = dist.all_reduce(md.cpu(), "min").to(device)  # on gloo: ranks may share a GPU
         timings["depth"] += time.perf_counter() - t0
 
     bar = tqdm(dist.shard(todo), desc="prepare", unit="img")
