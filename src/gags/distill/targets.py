@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import overload
@@ -26,14 +27,24 @@ from typing import overload
 import torch
 
 from gags import distributed as dist
-from gags.errors import file_error
+from gags.errors import GagsError, file_error
 from gags.runfolder import RunFolder
 from gags.scene.cameras import Camera
 
 from .views import ViewTargets, load_view_targets
 
-#: views kept in memory by default (a 988x731 view at downscale 2 is about 6 MB)
+#: views kept in memory by default (a 988x731 view at downscale 2 is about 6 MB); the environment
+#: variable ``GAGS_VIEW_CACHE`` overrides it
 DEFAULT_CACHE_VIEWS = 16
+
+
+def default_cache_views() -> int:
+    """``GAGS_VIEW_CACHE`` when set (views kept in memory), else :data:`DEFAULT_CACHE_VIEWS`."""
+    value = os.environ.get("GAGS_VIEW_CACHE", "")
+    try:
+        return int(value) if value else DEFAULT_CACHE_VIEWS
+    except ValueError as e:
+        raise GagsError(f"GAGS_VIEW_CACHE={value!r} is not a number of views") from e
 
 
 def _to_device(view: ViewTargets, device: torch.device) -> ViewTargets:
@@ -52,7 +63,8 @@ class ViewTargetStore(Sequence[ViewTargets]):
         cameras: the training cameras at full resolution (one view each, in this order).
         downscale: supervision resolution divisor (:meth:`Camera.scaled`).
         device: where the returned tensors live.
-        cache_size: views kept in memory (at least 1); ``len(cameras)`` or more keeps them all.
+        cache_size: views kept in memory (at least 1; default :func:`default_cache_views`);
+            ``len(cameras)`` or more keeps them all (as ``load_all_view_targets`` does).
     """
 
     def __init__(
@@ -61,7 +73,7 @@ class ViewTargetStore(Sequence[ViewTargets]):
         cameras: Sequence[Camera],
         downscale: float,
         device: torch.device | str = "cpu",
-        cache_size: int = DEFAULT_CACHE_VIEWS,
+        cache_size: int | None = None,
     ) -> None:
         if not cameras:
             raise file_error(run.config, "the scene has no training cameras")
@@ -69,7 +81,7 @@ class ViewTargetStore(Sequence[ViewTargets]):
         self.cameras = list(cameras)
         self.downscale = downscale
         self.device = torch.device(device)
-        self.cache_size = max(1, int(cache_size))
+        self.cache_size = max(1, int(default_cache_views() if cache_size is None else cache_size))
         self._cache: collections.OrderedDict[int, ViewTargets] = collections.OrderedDict()
         self._pending: dict[int, Future[ViewTargets]] = {}
         self._executor: ThreadPoolExecutor | None = None
