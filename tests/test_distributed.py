@@ -41,7 +41,7 @@ def _torchrun() -> list[str]:
     return [found, "--standalone", "--nproc-per-node", "2"]
 
 
-def _run_torchrun(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
+def _run_torchrun(args: list[str]) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
@@ -51,7 +51,7 @@ def _run_torchrun(args: list[str], check: bool = True) -> subprocess.CompletedPr
     }
     env.pop("WORLD_SIZE", None)
     done = subprocess.run(_torchrun() + args, env=env, capture_output=True, text=True, timeout=240)
-    if check and done.returncode != 0:
+    if done.returncode != 0:
         tail = done.stderr[-4000:]
         raise AssertionError(f"torchrun {args} failed ({done.returncode}):\n{done.stdout}\n{tail}")
     return done
@@ -139,6 +139,51 @@ def test_view_target_store_streams_the_same_targets(prepared):
     assert torch.equal(mask_features(store), torch.cat([v.features for v in everything]))
     capped = mask_features(store, max_rows=10, seed=1)
     assert capped.shape == (10, 384) and torch.equal(capped, mask_features(everything, 10, seed=1))
+
+
+def test_two_views_per_step_follow_the_mean_loss_of_the_two(prepared):
+    from gags.distill.gad import GaD
+    from gags.distill.methods import DistillContext
+    from gags.distill.train import LoopState, render_field, train_field
+    from gags.stages.distill import load_frozen_splats, load_training_views
+
+    run, cpu, steps = RunFolder(prepared), torch.device("cpu"), 4
+    gaussians = load_frozen_splats(run, cpu)
+    views = load_training_views(run, 2.0, cpu)
+
+    def trainer():
+        return GaD().trainer(DistillContext(len(gaussians), views, views.embed_dim, 16, steps, 0, cpu))
+
+    hooked = trainer()
+    parallel = DataParallel(hooked, gaussians, views, steps, backend="dense", views_per_rank=2)
+    state = LoopState(0, parallel.sampler(ViewSampler(len(views), 0)))
+    parallel.start(state)
+    train_field(
+        hooked,
+        gaussians,
+        views,
+        steps,
+        state,
+        backend="dense",
+        progress=False,
+        after_backward=parallel.after_backward,
+    )
+
+    manual, sampler = trainer(), ViewSampler(len(views), 0)
+    for step in range(steps):
+        losses = []
+        for i in (sampler.next(), sampler.next()):
+            rendered = render_field(gaussians, manual.channels(), views[i], "dense")
+            losses.append(manual.loss(rendered, views[i], i, step / steps)[0])
+        for opt in manual.optimizers:
+            opt.zero_grad(set_to_none=True)
+        (sum(losses) / 2).backward()
+        for opt in manual.optimizers:
+            opt.step()
+    assert hooked.field.abs().sum() > 0
+    torch.testing.assert_close(hooked.field, manual.field, rtol=1e-5, atol=1e-7)
+    for a, b in zip(hooked.decoders.parameters(), manual.decoders.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 
 
 # ----------------------------------------------------------------------------- torchrun, two ranks
