@@ -22,10 +22,10 @@ from tqdm import tqdm
 
 from gags.devices import resolve_device
 from gags.errors import GagsError
-from gags.io import atomic_dir
 from gags.evaluate.labels import FrameLabels, find_levels, match_cameras, read_labels
 from gags.evaluate.metrics import aggregate, localisation_hit, mask_iou, summarise
 from gags.evaluate.report import UNASSIGNED, write_report
+from gags.io import atomic_dir
 from gags.query.maps import QueryEngine
 from gags.query.postprocess import BOX_SIZE, MASK_THRESHOLD
 from gags.runfolder import RunFolder, locked
@@ -107,7 +107,11 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
 
 
 def _metrics(
-    cfg: EvalConfig, engine: QueryEngine, frames: list[FrameLabels], records: list[dict[str, Any]], seconds: float
+    cfg: EvalConfig,
+    engine: QueryEngine,
+    frames: list[FrameLabels],
+    records: list[dict[str, Any]],
+    seconds: float,
 ) -> dict[str, Any]:
     """The ``metrics.json`` document: settings, aggregates overall / by level / category / frame, records."""
     return {
