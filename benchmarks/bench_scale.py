@@ -101,11 +101,13 @@ def child_prepare(run: Path, scene: Path) -> dict:
         shutil.rmtree(run / sub, ignore_errors=True)
     base = _rss_mb()
     t = time.perf_counter()
-    segmenter, encoder = OracleSegmenter(scene, seed=0), OracleEncoder(scene, seed=0)
+    cfg = PrepareConfig(run=run, segmenter="oracle", encoder="oracle", device="cpu", seed=0)
+    # the oracles `gags prepare --segmenter oracle --encoder oracle` builds (its test bed, its seed)
+    spec = {"kind": "oracle", "bed": cfg.oracle_bed, "scene": str(scene), "seed": cfg.seed}
+    segmenter, encoder = OracleSegmenter.from_spec(spec), OracleEncoder.from_spec(spec)
     encoder.region_embeddings()
     model_load = time.perf_counter() - t
     t, cpu = time.perf_counter(), time.process_time()
-    cfg = PrepareConfig(run=run, segmenter="oracle", encoder="oracle", device="cpu", seed=0)
     summary = prepare(cfg, segmenter=segmenter, encoder=encoder)
     seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
     per_image = summary.get("per_image", {})
