@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from gags.stages.demo import DemoConfig, run_demo
 
@@ -22,7 +23,13 @@ def test_demo_runs_end_to_end_and_reports_metrics(tmp_path, capsys):
     # the default baselines ran on the same splats and are in the report next to GAGS
     assert [row["method"] for row in result["baselines"]] == ["average", "langsplat"]
     assert all(row["overall"]["pairs"] == overall["pairs"] for row in result["baselines"])
-    assert "gags (this run)" in (ev / "demo.md").read_text()
+    report = (ev / "demo.md").read_text()
+    assert "gags (this run)" in report
+    # one line names the best method per granularity, another gives the learnt alpha per view ring
+    assert "Best mIoU: " in report and "Learnt alpha" in report
+    for ring, row in result["alpha"]["by_ring"].items():
+        assert ring in {"far", "mid", "near"} and row["pixels"] > 0
+        assert sum(row["alpha"].values()) == pytest.approx(1.0, abs=0.01)
     # the segments' granularity agreement is measured for every ring that was prepared
     assert set(result["segments"]) == {"far", "mid", "near"}
     assert all(0.0 <= v <= 1.0 for row in result["segments"].values() for v in row.values())

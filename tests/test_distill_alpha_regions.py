@@ -13,21 +13,25 @@ gives) are:
 Eq. 3 is minimised per cell by putting alpha on the level whose target the cell's (view-independent)
 decoded feature can match in every view, so alpha must be "whole" on A's cells and "part" on B's.
 
-Measured with seeds 0-3 (the tests below run 0 and 1):
+Measured with seeds 0-3 (the tests below run 0 and 1), 8 cells, Adam:
 
 - the reference's distillation loss (``reference-l1``: L1 to the alpha-mixed target) picks per region
-  with either decoder form (4/4 seeds each);
-- Eq. 3 (``paper-l2``) with the experimental alpha warm-up (alpha = 1/3 for the first third) picks per
-  region with either form (4/4);
-- Eq. 3 from the start does not, with either decoder form: 1/4 seeds with the paper's default
-  ``shared-two-heads``, 2/4 with ``reference-two-nets``; the others put one level on both objects. Eq. 3
-is linear in alpha, so for any decoded feature its minimum over alpha is the one-hot of the level with
-the smallest current error, and its gradient on eta_n is alpha_n (e_n - sum_m alpha_m e_m), which
-vanishes for every level once one dominates. At the start all cells decode the same feature (the
-field is zero), so the level that is best *on average over the scene* gains weight everywhere, the
-feature is then fitted mostly to that level's targets, which lowers its error further, and alpha
-saturates globally before the cells' features have told the objects apart. That case is kept below
-as a strict xfail so that a change which fixes it shows up.
+  with either decoder form (4/4 seeds each; features 1e-2, decoders 2e-3, 150 steps);
+- Eq. 3 (``paper-l2``) picks per region with either form (4/4) when the decoders learn much more
+  slowly than the features: features 3e-2 and decoders 1e-4 (the ``short`` schedule's rates,
+  :mod:`gags.distill.schedule`) or 1e-2 / 1e-4, 400 steps; also 3e-2 / 1e-3 in 150 steps;
+- Eq. 3 with the experimental alpha warm-up (alpha = 1/3 for the first third) picks per region with
+  either form (4/4) at 1e-2 / 2e-3;
+- Eq. 3 from the start with fast decoders (1e-2 / 2e-3, 150 steps) does not: 1/4 seeds with the
+  paper's default ``shared-two-heads``, 2/4 with ``reference-two-nets``; the others put one level on
+  both objects. Eq. 3 is linear in alpha, so for any decoded feature its minimum over alpha is the
+  one-hot of the level with the smallest current error, and its gradient on eta_n is
+  alpha_n (e_n - sum_m alpha_m e_m), which vanishes for every level once one dominates. At the start
+  all cells decode the same feature (the field is zero), so when the granularity head moves as fast as
+  the features, the level that is best *on average over the scene* gains weight everywhere and alpha
+  saturates globally before the cells' features have told the objects apart. With slow decoders the
+  features separate the objects first, and alpha then follows each cell's own best level. That case
+  is kept below as a strict xfail so that a change which alters it shows up.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import torch
 from gags.distill.decoders import GaDDecoders
 from gags.distill.gad import GaD
 from gags.distill.objective import LossOptions, gad_loss
+from gags.distill.schedule import SCHEDULES
 from gags.distill.views import ViewTargets
 
 D = 12  # embedding size
@@ -72,12 +77,23 @@ def _views(seed: int = 0) -> tuple[list[ViewTargets], list[torch.Tensor]]:
     return views, layouts
 
 
-def _train(form: str, loss: str, steps: int = 150, seed: int = 0, alpha_warmup: float = 0.0):
+def _train(
+    form: str,
+    loss: str,
+    steps: int = 150,
+    seed: int = 0,
+    alpha_warmup: float = 0.0,
+    rates: tuple[float, float] = (1e-2, 2e-3),
+):
+    """Train the 8 cells' features and the decoders; ``rates`` = (feature, decoder) Adam learning rates.
+    Returns alpha (8 cells, 3)."""
     torch.manual_seed(seed)
     views, layouts = _views(seed)
     emb = torch.zeros(8, 16, requires_grad=True)
     decoders = GaDDecoders(form, embed_dim=D, hidden=64)
-    opt = torch.optim.Adam([{"params": [emb], "lr": 1e-2}, {"params": decoders.parameters(), "lr": 2e-3}])
+    opt = torch.optim.Adam(
+        [{"params": [emb], "lr": rates[0]}, {"params": decoders.parameters(), "lr": rates[1]}]
+    )
     options = LossOptions(distill_loss=loss)
     warm = int(round(alpha_warmup * steps))
     for step in range(steps):
@@ -102,7 +118,8 @@ def _assert_per_region(alpha: torch.Tensor) -> None:
 
 
 FORMS = ("shared-two-heads", "reference-two-nets")
-WINNER_TAKES_ALL = "Eq. 3 is linear in alpha: one level wins globally before the features differ"
+WINNER_TAKES_ALL = "Eq. 3 with fast decoders: one level wins globally before the features differ"
+SHORT_RATES = (SCHEDULES["short"].feature_lr, SCHEDULES["short"].decoder_lr)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -117,7 +134,14 @@ def test_paper_l2_with_alpha_warmup_picks_the_consistent_level_per_region(form, 
     _assert_per_region(_train(form, "paper-l2", seed=seed, alpha_warmup=1 / 3))
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("form", FORMS)
+def test_paper_l2_with_slow_decoders_picks_the_consistent_level_per_region(form, seed):
+    assert SHORT_RATES[0] >= 100 * SHORT_RATES[1]  # the regime measured above
+    _assert_per_region(_train(form, "paper-l2", steps=400, seed=seed, rates=SHORT_RATES))
+
+
 @pytest.mark.xfail(strict=True, reason=WINNER_TAKES_ALL)
 @pytest.mark.parametrize("form", FORMS)
-def test_paper_l2_from_the_start_picks_the_consistent_level_per_region(form):
+def test_paper_l2_with_fast_decoders_from_the_start_picks_the_consistent_level_per_region(form):
     _assert_per_region(_train(form, "paper-l2", seed=0))

@@ -48,9 +48,9 @@ class GaD:
     """box filter on alpha before the argmax that builds m_f (reference: 5)"""
     feature_lr: float | None = None
     """peak Adam learning rate of the per-Gaussian features (eps 1e-15); None: the schedule's
-    (reference 1e-3, short 1e-2; gags.distill.schedule)"""
+    (reference 1e-3, short 3e-2; gags.distill.schedule)"""
     decoder_lr: float | None = None
-    """peak Adam learning rate of the decoders; None: the schedule's (reference 1e-4, short 1e-3)"""
+    """peak Adam learning rate of the decoders; None: the schedule's (1e-4 in both)"""
     entropy_weights: tuple[float, float] = (0.001, 0.002)
     """lambda_entropy before / after the switch (reference; the paper gives none)"""
     consistency_weight: float = 0.1

@@ -53,7 +53,7 @@ class LangSplat:
 
     lr: float | None = None
     """peak Adam learning rate of the three 3-d fields; None: the schedule's (reference 0.0025 =
-    LangSplat's constant rate, short 1e-2; gags.distill.schedule)"""
+    LangSplat's rate, in both schedules; gags.distill.schedule)"""
     autoencoder_epochs: int = 100
     """epochs of the encoder_dim -> 3 autoencoder, trained before the fields (LangSplat: 100)"""
     autoencoder_max_features: int = 262_144

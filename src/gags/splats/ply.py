@@ -78,7 +78,8 @@ def load_ply(path: str | Path) -> Gaussians:
         float32 CPU :class:`Gaussians`; extra properties become ``features`` (N, F) with their names.
     Raises:
         GagsError: the file is missing or unreadable, has no or an empty ``vertex`` element, lacks a
-            required property, has an ``f_rest`` count that is no SH degree, or holds NaN/inf values.
+            required property, has an ``f_rest`` count that is no SH degree, holds NaN/inf values or
+            all-zero rotations.
     """
     path = Path(path)
     if not path.is_file():
@@ -123,6 +124,12 @@ def load_ply(path: str | Path) -> Gaussians:
         feature_names=feature_names,
     )
     _check_finite(path, gaussians)
+    zero = gaussians.quats.norm(dim=1) == 0
+    if zero.any():
+        first = int(zero.nonzero()[0, 0])
+        raise file_error(
+            path, f"{int(zero.sum())} Gaussians have an all-zero rotation (first: vertex {first})"
+        )
     return gaussians
 
 

@@ -27,6 +27,7 @@ from gags.io import write_json_atomic, write_text_atomic
 from gags.models.segmenter import LEVELS
 from gags.runfolder import RunFolder
 from gags.splats.render import Backend
+from gags.synthetic.granularity import level_floors
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -159,7 +160,7 @@ def run_method(cfg: AblationConfig, spec: MethodSpec, prep: RunFolder, scene_dir
             metrics = json.loads(path.read_text())
         sets[label_set] = {"overall": metrics["overall"], "by_level": metrics.get("by_level", {})}
     first = sets[cfg.label_sets[0]]
-    return {
+    row = {
         "method": spec.name,
         "model": spec.model,
         "prompts": spec.prompts,
@@ -169,6 +170,22 @@ def run_method(cfg: AblationConfig, spec: MethodSpec, prep: RunFolder, scene_dir
         "label_sets": sets,
         **timing,
     }
+    if getattr(spec.method, "alpha", None) == "learned":
+        row["alpha"] = _alpha(cfg, run, scene_dir, fresh=bool(timing))
+    return row
+
+
+def _alpha(cfg: AblationConfig, run: RunFolder, scene_dir: Path, fresh: bool) -> dict[str, Any]:
+    """The learnt alpha by view ring and object size (:mod:`gags.synthetic.granularity`), kept in
+    ``RUN/eval/alpha.json``."""
+    import json
+
+    from gags.synthetic.granularity import alpha_statistics
+
+    path = run.eval / "alpha.json"
+    if fresh or cfg.redo or not path.exists():
+        write_json_atomic(path, alpha_statistics(run.root, scene_dir, cfg.distill_downscale))
+    return json.loads(path.read_text())
 
 
 def prepared_runs(
@@ -239,6 +256,10 @@ def run_ablation(
             + ablation_markdown(mean_rows([r["rows"] for r in per_seed], label_set), with_std=True)
             for label_set in cfg.label_sets
         ]
+        tables += [
+            f"### seed {s}\n\n" + granularity_markdown(r["rows"], r["level_floors"])
+            for s, r in zip(cfg.seeds, per_seed, strict=True)
+        ]
         _write_tables(cfg, result, tables)
         return result
     t0 = time.perf_counter()
@@ -249,12 +270,14 @@ def run_ablation(
         "config": dataclasses.asdict(cfg),
         "scene": str(scene_dir),
         "rows": rows,
+        "level_floors": {p: level_floors(r.root, scene_dir, cfg.distill_downscale) for p, r in preps.items()},
         "seconds": time.perf_counter() - t0,
     }
     tables = [
         f"## {label_set}\n\n" + ablation_markdown([{**r, **r["label_sets"][label_set]} for r in rows])
         for label_set in cfg.label_sets
     ]
+    tables.append(granularity_markdown(rows, result["level_floors"]))
     _write_tables(cfg, result, tables, quiet)
     return result
 
@@ -313,6 +336,21 @@ def ablation_markdown(rows: list[dict[str, Any]], with_std: bool = False) -> str
             else:
                 cells.append(f"{100 * value:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def granularity_markdown(rows: list[dict[str, Any]], floors: dict[str, dict[str, Any]]) -> str:
+    """Where the learnt alpha went (mean subpart / part / whole per view ring, for each learnt-alpha
+    row) and which level Eq. 3 rewards (the levels' consistency floors over the objects' subparts)."""
+    from gags.synthetic.granularity import alpha_line
+
+    lines = ["## granularity", ""]
+    lines += [f"- alpha, {r['method']}: {alpha_line(r['alpha'])}" for r in rows if r.get("alpha")]
+    for prompts, f in floors.items():
+        scene = f["scene"]
+        floor = " / ".join(f"{v:.3f}" for v in scene["floor"].values())
+        lowest = ", ".join(f"{lv} {n}" for lv, n in scene["lowest_for_subparts"].items())
+        lines.append(f"- Eq. 3 floor ({prompts} prompts), s / p / w: {floor}; lowest for {lowest} subparts")
     return "\n".join(lines) + "\n"
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from gags.io import atomic_path, write_json_atomic, write_text_atomic
 from gags.runfolder import RunFolder
 from gags.synthetic.generate import SyntheticConfig, generate_scene
+from gags.synthetic.granularity import alpha_statistics
 from gags.synthetic.groundtruth import LEVELS, GroundTruthStore
 from gags.synthetic.labels import label_folder
 
@@ -137,6 +138,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     t = time.perf_counter()
     result["eval"] = _evaluate(cfg, scene_dir)
+    result["alpha"] = alpha_statistics(run.root, scene_dir, cfg.distill_downscale)
     timings["eval"] = time.perf_counter() - t
 
     if cfg.baselines:
@@ -357,6 +359,14 @@ def demo_markdown(result: dict[str, Any]) -> str:
         this_run = {**ev, "model": "3", "method": "gags (this run)", "prompts": "gas", "distill": "gags"}
         lines += ["", "GAGS against the baselines on the same splats (mIoU / mAcc, %):", ""]
         lines += [ablation_markdown([this_run, *result["baselines"]]).rstrip("\n")]
+        lines += ["", winner_line(result)]
+    if result.get("alpha"):
+        from gags.synthetic.granularity import alpha_line
+
+        lines += [
+            "",
+            f"Learnt alpha, mean subpart/part/whole on object pixels: {alpha_line(result['alpha'])}",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -382,7 +392,8 @@ def save_demo_figure(run: RunFolder, scene_dir: Path, queries: tuple[str, ...], 
         if names:
             rows.append(names[len(names) // 2])
     heatmaps = _relevance_maps(run, scene_dir, rows, queries, device)
-    cols = 2 + (len(queries) if heatmaps else 0)
+    alpha_maps = _alpha_maps(run, rows, device)
+    cols = 2 + (len(queries) if heatmaps else 0) + (1 if alpha_maps else 0)
     fig, axes = plt.subplots(len(rows), cols, figsize=(2.4 * cols, 2.0 * len(rows)), dpi=100, squeeze=False)
     try:
         for r, name in enumerate(rows):
@@ -394,6 +405,9 @@ def save_demo_figure(run: RunFolder, scene_dir: Path, queries: tuple[str, ...], 
             for q, text in enumerate(queries if heatmaps else ()):
                 axes[r, 2 + q].imshow(heatmaps[name][q], cmap="turbo", vmin=0, vmax=1)
                 axes[r, 2 + q].set_title(f'"{text}"', fontsize=7)
+            if alpha_maps:
+                axes[r, -1].imshow(alpha_maps[name], interpolation="nearest")
+                axes[r, -1].set_title("alpha argmax (s/p/w)", fontsize=7)
         for ax in axes.ravel():
             ax.axis("off")
         fig.tight_layout()
@@ -403,6 +417,51 @@ def save_demo_figure(run: RunFolder, scene_dir: Path, queries: tuple[str, ...], 
     finally:
         plt.close(fig)
     return path
+
+
+def _alpha_maps(run: RunFolder, names: list[str], device: str) -> dict[str, np.ndarray]:
+    """view -> (H, W, 3) Fig. 6-style colour map of the learnt alpha's argmax (red subpart, blue part,
+    green whole, white background; :data:`gags.distill.alpha.LEVEL_COLOURS`); empty when the run has no
+    learnt alpha."""
+    if not run.language.exists():
+        return {}
+    import torch
+
+    from gags.distill.alpha import alpha_argmax_maps, colourise
+    from gags.distill.field import LanguageField
+    from gags.scene.cameras import stack_cameras
+    from gags.scene.load import load_run_scene
+
+    field = LanguageField.load(run.language, device=torch.device(device))
+    if field.method != "gags":
+        return {}
+    scene = load_run_scene(run)
+    out = {}
+    for name in names:
+        cam = scene.camera_by_name(name)
+        viewmats, Ks = stack_cameras([cam])
+        levels = alpha_argmax_maps(field, viewmats, Ks, cam.width, cam.height)[0]
+        out[name] = colourise(levels).numpy()
+    return out
+
+
+def winner_line(result: dict[str, Any]) -> str:
+    """One line: which method has the best mIoU on each granularity and overall (GAGS = this run)."""
+    ev = result.get("eval")
+    if not ev or not result.get("baselines"):
+        return ""
+    methods = {"GAGS": ev} | {r["method"]: r for r in result["baselines"]}
+    parts = []
+    for level in (*LEVELS, "overall"):
+        scores = {
+            name: (m["overall"] if level == "overall" else m.get("by_level", {}).get(level, {})).get("miou")
+            for name, m in methods.items()
+        }
+        scores = {k: v for k, v in scores.items() if v is not None and v == v}
+        if scores:
+            best = max(scores, key=scores.get)
+            parts.append(f"{level} {best} ({100 * scores[best]:.1f})")
+    return "Best mIoU: " + ", ".join(parts) + "."
 
 
 def _relevance_maps(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,6 +40,7 @@ from gags.io import save_torch_atomic
 from gags.runfolder import RunFolder, locked
 from gags.splats.gaussians import Gaussians
 from gags.splats.render import Backend
+from gags.stages.tblog import LogConfig, ScalarLog, open_log, optimizer_lrs, validate_log_config
 
 #: ``method:gad`` (default) or ``method:langsplat`` on the command line
 MethodChoice = (
@@ -81,7 +83,8 @@ class DistillConfig:
     schedule: Schedule = "short"
     """learning-rate schedule, scaled to --iterations, for every method alike. reference: the authors'
     constant rates (features 1e-3, decoders 1e-4, LangSplat 2.5e-3) made for 30k GPU steps; short
-    (DEVIATION, default): 5% linear warm-up, cosine decay to 1%, peak rates 10x / 10x / 4x higher"""
+    (DEVIATION, default): 5% linear warm-up, cosine decay to 1%, features 3e-2 (30x), decoders and
+    LangSplat fields unchanged"""
     views_per_step: int = 1
     """views rendered and averaged per step (reference: 1); under torchrun per rank, so a step averages
     WORLD_SIZE x this many views"""
@@ -91,6 +94,8 @@ class DistillConfig:
     cache_render: bool = True
     """precompute each view's compositing weights once (exact: geometry is frozen) instead of
     rasterising at every step (gags.distill.render_cache)"""
+    log: LogConfig = dataclasses.field(default_factory=LogConfig)
+    """TensorBoard: loss terms, mean alpha per level, learning rates (RUN/tensorboard/distill)"""
 
 
 def load_frozen_splats(run: RunFolder, device: torch.device) -> Gaussians:
@@ -151,6 +156,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         raise GagsError(f"--downscale must be a positive number, got {cfg.downscale}")
     if cfg.checkpoint_every < 0:
         raise GagsError(f"--checkpoint-every must be >= 0 (0: only at the end), got {cfg.checkpoint_every}")
+    validate_log_config(cfg.log)
     run = RunFolder(cfg.run)
     device = resolve_device(cfg.device)
     spec = encoder_spec(run)
@@ -178,39 +184,48 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     # timed: part of the cost
     renderers = view_renderers(gaussians, views.view_cameras, cfg.backend, cfg.cache_render)
     curve: list[dict[str, float]] = []
-    stats = train_field(
-        trainer,
-        renderers,
-        views,
-        cfg.iterations,
-        state,
-        schedule=cfg.schedule,
-        views_per_step=cfg.views_per_step,
-        pixels_per_view=cfg.pixels_per_view,
-        seed=cfg.seed,
-        log=curve.append,
-        checkpoint=lambda s: _save_checkpoint(ckpt_path, cfg, trainer, s),
-        checkpoint_every=cfg.checkpoint_every,
-        progress=progress,
-        desc=f"distill ({method.name})",
-        after_backward=parallel.after_backward,
-        first_draw=parallel.first_draw,
-    )
-    views.close()
-    curve = parallel.mean_records(curve)  # the loss of every step's views, over the ranks
-    stats = parallel.mean_records([stats])[0]
-    seconds = time.perf_counter() - t0
-    if dist.is_main():  # one writer; every rank holds the same trained state
-        _save_checkpoint(ckpt_path, cfg, trainer, state)
-        write_language_outputs(run, gaussians, trainer.result(), method, embed_dim, spec, cfg)
-        write_curve(run, curve, start)
-        run.record_stage(
-            "distill",
-            cfg,
-            inputs=[run.splats, run.segments, run.features],
-            outputs=[run.language, run.splats_language],
+    # one writer of the TensorBoard events (rank 0's own losses; distill_curve.json has the ranks' mean)
+    logging = start < cfg.iterations and dist.is_main()
+    tb = open_log(cfg.log, run.root, "distill", start) if logging else ScalarLog(None)
+    try:
+        stats = train_field(
+            trainer,
+            renderers,
+            views,
+            cfg.iterations,
+            state,
+            schedule=cfg.schedule,
+            views_per_step=cfg.views_per_step,
+            pixels_per_view=cfg.pixels_per_view,
+            seed=cfg.seed,
+            log=curve_logger(curve, tb, trainer, cfg.iterations),
+            checkpoint=lambda s: _save_checkpoint(ckpt_path, cfg, trainer, s),
+            checkpoint_every=cfg.checkpoint_every,
+            progress=progress,
+            desc=f"distill ({method.name})",
+            after_backward=parallel.after_backward,
+            first_draw=parallel.first_draw,
         )
-    dist.barrier()  # every rank returns once the outputs are written and recorded
+        views.close()
+        curve = parallel.mean_records(curve)  # the loss of every step's views, over the ranks
+        stats = parallel.mean_records([stats])[0]
+        seconds = time.perf_counter() - t0
+        if dist.is_main():  # one writer; every rank holds the same trained state
+            _save_checkpoint(ckpt_path, cfg, trainer, state)
+            write_language_outputs(run, gaussians, trainer.result(), method, embed_dim, spec, cfg)
+            write_curve(run, curve, start)
+            run.record_stage(
+                "distill",
+                cfg,
+                inputs=[run.splats, run.segments, run.features],
+                outputs=[run.language, run.splats_language],
+            )
+        dist.barrier()  # every rank returns once the outputs are written and recorded
+    except Exception:
+        tb.discard()  # a failed stage leaves the run folder's logs as they were
+        raise
+    finally:
+        tb.close()
     return {
         "method": method.name,
         "iterations": cfg.iterations,
@@ -226,6 +241,29 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         "plateau": plateau([c["distill"] for c in curve]),
         **stats,
     }
+
+
+def curve_logger(
+    curve: list[dict[str, float]], tb: ScalarLog, trainer: FieldTrainer, iterations: int
+) -> Callable[[dict[str, float]], None]:
+    """The loop's ``log`` callback: append each step's record to ``curve`` (distill_curve.json) and, every
+    ``--log.every`` steps and at the last, write it to TensorBoard: ``loss/*`` (total and each term),
+    ``alpha/LEVEL`` (mean alpha per level), ``lr/factor`` (schedule) and ``lr/GROUP`` (current rates)."""
+
+    def log(record: dict[str, float]) -> None:
+        curve.append(record)
+        step = int(record["step"])
+        if not tb.due(step, last=step == iterations):
+            return
+        values = {"lr/factor": record["lr"]}
+        for key, value in record.items():
+            if key.startswith("alpha_"):
+                values[f"alpha/{key[len('alpha_') :]}"] = value
+            elif key not in ("step", "lr"):
+                values[f"loss/{key}"] = value
+        tb.scalars(step, {**values, **optimizer_lrs(trainer.optimizers)})
+
+    return log
 
 
 def write_language_outputs(

@@ -27,6 +27,7 @@ from gags.errors import GagsError
 from gags.runfolder import RunFolder
 from gags.scene.load import SceneOptions, detect_format
 from gags.stages.presets import PresetName, apply_preset, resolve_preset
+from gags.stages.tblog import LogConfig
 
 __all__ = ["RunConfig", "main", "run_pipeline"]
 
@@ -59,6 +60,8 @@ class RunConfig:
     """auto (CUDA when available), cpu, cuda, ..."""
     progress: bool = True
     """show progress bars"""
+    log: LogConfig = dataclasses.field(default_factory=LogConfig)
+    """TensorBoard logging of train-rgb and distill (RUN/tensorboard/STAGE)"""
 
 
 def has_poses(path: Path) -> bool:
@@ -90,7 +93,7 @@ def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
         done["process-data"] = _process_data(cfg, data)
 
     train_cfg = train_stage.TrainConfig(
-        data=data, out=run.root, scene=cfg.scene, device=cfg.device, progress=cfg.progress
+        data=data, out=run.root, scene=cfg.scene, device=cfg.device, progress=cfg.progress, log=cfg.log
     )
     train_cfg = apply_preset(train_cfg, train_stage.PRESETS[preset])
     if cfg.rgb_iterations is not None:
@@ -115,7 +118,9 @@ def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
     summary = prepare_stage.prepare(prep_cfg)
     done["prepare"] = f"{summary['done']} images done, {summary['resumed']} already there"
 
-    dist_cfg = distill_stage.DistillConfig(run=run.root, device=cfg.device, progress=cfg.progress)
+    dist_cfg = distill_stage.DistillConfig(
+        run=run.root, device=cfg.device, progress=cfg.progress, log=cfg.log
+    )
     dist_cfg = apply_preset(dist_cfg, distill_stage.PRESETS[preset])
     if cfg.distill_iterations is not None:
         dist_cfg = dataclasses.replace(dist_cfg, iterations=cfg.distill_iterations)
@@ -159,7 +164,7 @@ def _process_data(cfg: RunConfig, data: Path) -> str:
 def _recorded(run: RunFolder, stage: str, cfg: Any) -> bool:
     """Whether ``config.json[stage]`` holds exactly this configuration (what that stage last finished)."""
     recorded = run.read_config().get(stage)
-    resumable = {"resume", "progress", "overwrite"}
+    resumable = {"resume", "progress", "overwrite", "log"}
     now = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
     if not isinstance(recorded, dict):
         return False

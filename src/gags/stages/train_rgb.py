@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 import pickle
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -34,11 +35,18 @@ from gags.scene.images import load_image
 from gags.scene.load import SceneOptions, load_scene
 from gags.scene.scene import Scene
 from gags.splats.densify import PAPER_ITERATIONS, Densifier, DensifyConfig, Params
+from gags.splats.frames import (
+    Similarity,
+    nerfstudio_data_frame,
+    read_dataparser_transforms,
+    transform_gaussians,
+)
 from gags.splats.gaussians import Gaussians
 from gags.splats.init import from_points, random_in_frusta
 from gags.splats.metrics import photometric_loss, psnr, ssim
 from gags.splats.ply import load_ply, save_ply
 from gags.splats.render import render
+from gags.stages.tblog import LogConfig, ScalarLog, open_log, optimizer_lrs, validate_log_config
 
 CHECKPOINT_NAME = "latest.pt"
 
@@ -106,6 +114,9 @@ class TrainConfig:
     stages computed from the old ones is moved to RUN/stale-TIME/."""
     import_ply: Path | None = None
     """Start from this splat PLY instead of the scene's points (with --iterations 0: import only)."""
+    import_transforms: Path | None = None
+    """nerfstudio's dataparser_transforms.json of --import-ply: its splats are moved from that normalised
+    frame back into the data set's (gags.splats.frames; gsplat: the same layout, see gags import --help)."""
     eval_every: int = 0
     """Evaluate held-out views every N steps (0: only before and after training)."""
     checkpoint_every: int = 500
@@ -114,11 +125,19 @@ class TrainConfig:
     """Render the evaluation views and write eval/rgb_metrics.json."""
     progress: bool = True
     """Show a progress bar."""
+    log: LogConfig = dataclasses.field(default_factory=LogConfig)
+    """TensorBoard: loss, PSNR, Gaussian count, learning rates, eval renders (RUN/tensorboard/train_rgb)"""
 
 
 @dataclasses.dataclass(kw_only=True)
 class ImportConfig:
-    """Import an existing splat PLY (3DGS or gsplat export) into a run folder, without training."""
+    """Import an existing splat PLY (3DGS, gsplat or nerfstudio splatfacto export) into a run folder,
+    without training; then render a few training views and warn when they do not match the photos.
+
+    nerfstudio: pass the run's dataparser_transforms.json (outputs/.../dataparser_transforms.json) with
+    --dataparser-transforms. gsplat simple_trainer with normalize_world_space: write
+    {"transform": parser.transform (4x4), "scale": 1} to a JSON file and pass that.
+    """
 
     ply: tyro.conf.Positional[Path]
     """The splat PLY file."""
@@ -132,6 +151,17 @@ class ImportConfig:
     """Render the evaluation views and write eval/rgb_metrics.json."""
     overwrite: bool = False
     """Import into a run folder that already holds splats.ply (see train-rgb --overwrite)."""
+    dataparser_transforms: Path | None = None
+    """The frame the splats were trained in: nerfstudio's dataparser_transforms.json ({"transform": 3x4,
+    "scale": s}, mapping the data's world to the splats'); the splats are moved back into the data's frame"""
+    check_views: int = 2
+    """Training views rendered after the import to check that splats and cameras share a frame (0: none)"""
+    min_psnr: float = 15.0
+    """Warn when those views' mean PSNR (dB) is below this: the sign of a frame mismatch"""
+    backend: Literal["auto", "torch", "gsplat", "dense"] = "auto"
+    """Rasteriser of the check (see gags.splats.render)."""
+    device: str = "auto"
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``mps``."""
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(
@@ -139,9 +169,14 @@ class ImportConfig:
             out=self.out,
             scene=self.scene,
             import_ply=self.ply,
+            import_transforms=self.dataparser_transforms,
+            device=self.device,
+            backend=self.backend,
             iterations=0,
+            progress=False,  # no steps to show
             evaluate=self.evaluate,
             overwrite=self.overwrite,
+            log=LogConfig(tensorboard=False),
         )
 
 
@@ -224,8 +259,30 @@ def validate_train_config(cfg: TrainConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise GagsError(message)
+    validate_log_config(cfg.log)
+    if cfg.import_transforms is not None:
+        if cfg.import_ply is None:
+            raise GagsError("--import-transforms needs --import-ply (the splats it describes)")
+        read_dataparser_transforms(cfg.import_transforms)  # a malformed file fails before anything is written
     if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
         raise file_error(cfg.out, "is a file, not a run folder: pass another --out")
+
+
+def splats_to_data(transforms: Path, scene: Scene) -> Similarity:
+    """The similarity from the splats' (nerfstudio-normalised) frame to ``scene``'s world frame.
+
+    nerfstudio's transform starts from the frame before a ``transforms.json``'s ``applied_transform``
+    (:mod:`gags.splats.frames`); a data set read from such a file is in the frame after it.
+    """
+    original_to_splats = read_dataparser_transforms(transforms)
+    original_to_data = Similarity.identity()
+    if scene.format == "blender":
+        from gags.scene.blender import find_transforms
+
+        found = find_transforms(Path(scene.source))
+        if found is not None:
+            original_to_data = nerfstudio_data_frame(found)
+    return original_to_splats.inverse().then(original_to_data)
 
 
 def _check_existing_run(run: RunFolder, cfg: TrainConfig) -> str | None:
@@ -269,6 +326,8 @@ class Trainer:
         self.densifier = Densifier(self.schedule.densify, self.extent, len(init), device)
         self.densifier.generator.manual_seed(cfg.seed)
         self._images: dict[int, torch.Tensor] = {}
+        self.tb = ScalarLog(None)
+        self._preview: torch.Tensor | None = None
 
     # ----- set-up -----------------------------------------------------------------------------
     def _initial_gaussians(self) -> Gaussians:
@@ -277,6 +336,8 @@ class Trainer:
             g = load_ply(cfg.import_ply)
             if len(g) == 0:
                 raise file_error(cfg.import_ply, "holds no Gaussians (its vertex element is empty)")
+            if cfg.import_transforms is not None:
+                g = transform_gaussians(g, splats_to_data(cfg.import_transforms, scene))
             return dataclasses.replace(g, features=None, feature_names=[])
         if scene.points is not None and len(scene.points) > 0:
             return from_points(scene.points, scene.point_colors, cfg.sh_degree, cfg.init_opacity)
@@ -323,8 +384,17 @@ class Trainer:
             self.load_checkpoint(ckpt)
         elif self.cfg.resume:
             tqdm.write(f"gags: no checkpoint at {ckpt}; starting from step 0")
+        if self.cfg.iterations > self.step:
+            self.tb = open_log(self.cfg.log, self.run.root, "train_rgb", self.step)
+        try:
+            return self._fit(ckpt)
+        finally:
+            self.tb.close()
+
+    def _fit(self, ckpt: Path) -> dict[str, Any]:
         if self.initial is None and self.cfg.evaluate:
             self.initial = self.evaluate(step=0)
+            self._log_eval(0, self.initial)
         start_time = time.perf_counter() - self.wall_time
         bar = tqdm(
             total=self.cfg.iterations,
@@ -340,14 +410,36 @@ class Trainer:
             bar.update(1)
             if self.step % 10 == 0 or self.step == self.cfg.iterations:
                 bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{train_psnr:.2f}", n=len(self.params["means"]))
+            self._log_step(loss, train_psnr)
             if self.cfg.eval_every and self.step % self.cfg.eval_every == 0 and self.cfg.evaluate:
                 self.history.append({"step": self.step, **self.evaluate(self.step, summary_only=True)})
+                self._log_eval(self.step, self.history[-1])
             if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.iterations:
                 self.save_checkpoint(ckpt)
         bar.close()
         if self.cfg.iterations == 0 or not ckpt.exists():
             self.save_checkpoint(ckpt)
-        return self.final_metrics() if self.cfg.evaluate else {"n_gaussians": len(self.params["means"])}
+        if not self.cfg.evaluate:
+            return {"n_gaussians": len(self.params["means"])}
+        metrics = self.final_metrics()
+        if not (self.history and self.history[-1]["step"] == self.step):  # not logged by --eval-every
+            self._log_eval(self.step, metrics["final"])
+        return metrics
+
+    def _log_step(self, loss: float, train_psnr: float) -> None:
+        """TensorBoard scalars of the step just taken: loss, batch PSNR (dB), Gaussian count, rates."""
+        if not self.tb.due(self.step, last=self.step == self.cfg.iterations):
+            return
+        count = len(self.params["means"])
+        values = {"train/loss": loss, "train/batch_psnr": train_psnr, "gaussians/count": count}
+        self.tb.scalars(self.step, {**values, **optimizer_lrs(self.optimizers)})
+
+    def _log_eval(self, step: int, summary: dict[str, Any]) -> None:
+        """TensorBoard ``eval/*``: mean PSNR (dB) and SSIM of the evaluation views (held out, else the
+        training views: ``eval/rgb_metrics.json`` says which) and the first one's render | target."""
+        self.tb.scalars(step, {"eval/psnr": summary["psnr"], "eval/ssim": summary["ssim"]})
+        if self._preview is not None:
+            self.tb.image("eval/render_vs_target", step, self._preview)
 
     def train_step(self) -> tuple[float, float]:
         """One optimisation step on ``batch_size`` views; returns (loss, PSNR) of the batch."""
@@ -438,6 +530,8 @@ class Trainer:
             image = out.rgb[0].clamp(0, 1)
             target = load_image(cam, self.scene.background).to(self.device)
             per_view[cam.name] = {"psnr": float(psnr(image, target)), "ssim": float(ssim(image, target))}
+            if len(per_view) == 1 and self.tb.enabled:
+                self._preview = torch.cat([image, target], dim=1)  # (H, 2W, 3): render | target
             if save_dir is not None:
                 _save_png(save_dir / f"{Path(cam.name).stem}.png", image)
         summary = {
@@ -521,7 +615,7 @@ _PARAM_NAMES = ("means", "quats", "scales", "opacities", "sh0", "shN")
 #: settings that may change between a checkpoint and the run resuming it
 _FREE_ON_RESUME = (
     *("data", "out", "resume", "overwrite", "device", "backend"),
-    *("eval_every", "checkpoint_every", "evaluate", "progress"),
+    *("eval_every", "checkpoint_every", "evaluate", "progress", "log"),
 )
 
 
@@ -590,6 +684,67 @@ def main(cfg: TrainConfig) -> None:
     train_rgb(cfg)
 
 
+def import_splats(cfg: ImportConfig) -> dict[str, Any]:
+    """``gags import``: the splat PLY into the run folder (in the data's frame), then the frame check.
+
+    Returns the metrics of :func:`train_rgb` plus ``import_check`` (:func:`check_frame`).
+    """
+    if cfg.check_views < 0:
+        raise GagsError(f"--check-views must be >= 0, got {cfg.check_views}")
+    metrics = train_rgb(cfg.train_config())
+    if cfg.check_views:
+        check = check_frame(RunFolder(cfg.out), cfg.check_views, resolve_device(cfg.device), cfg.backend)
+        metrics["import_check"] = check
+        _report_frame_check(cfg, check)
+    return metrics
+
+
+@torch.no_grad()
+def check_frame(run: RunFolder, views: int, device: torch.device, backend: str = "auto") -> dict[str, Any]:
+    """Render ``views`` training views (evenly spread) of the run's splats; PSNR (dB) against the photos.
+
+    Returns ``{"views": {name: psnr}, "psnr": mean}``.
+    """
+    from gags.scene.load import load_run_scene
+
+    scene = load_run_scene(run)
+    cams = scene.train_cameras
+    indices = dict.fromkeys(np.linspace(0, len(cams) - 1, min(views, len(cams))).round().astype(int).tolist())
+    g = load_ply(run.splats).to(device)
+    background = torch.tensor(scene.background, dtype=torch.float32, device=device)
+    scores = {}
+    for cam in (cams[i] for i in indices):
+        viewmats, Ks = stack_cameras([cam], device)
+        out = render(
+            g, viewmats, Ks, cam.width, cam.height, sh_degree=g.sh_degree, background=background,
+            backend=backend,
+        )  # fmt: skip
+        target = load_image(cam, scene.background).to(device)
+        scores[cam.name] = float(psnr(out.rgb[0].clamp(0, 1), target))
+    return {"views": scores, "psnr": float(np.mean(list(scores.values())))}
+
+
+def _report_frame_check(cfg: ImportConfig, check: dict[str, Any]) -> None:
+    """One line with the check's PSNR; a loud warning when it is below ``--min-psnr``."""
+    views = ", ".join(f"{name} {value:.1f} dB" for name, value in check["views"].items())
+    if check["psnr"] >= cfg.min_psnr:
+        tqdm.write(f"gags import: the splats render the training views at {check['psnr']:.1f} dB ({views})")
+        return
+    hint = (
+        "check that --dataparser-transforms is the one of the run that trained these splats"
+        if cfg.dataparser_transforms is not None
+        else "a nerfstudio splatfacto export needs --dataparser-transforms RUN/dataparser_transforms.json "
+        "(nerfstudio trains in a normalised frame); for gsplat's normalize_world_space pass its transform "
+        "the same way"
+    )
+    print(
+        f"gags: WARNING: {cfg.ply} renders the training views of {cfg.data} at only {check['psnr']:.1f} dB "
+        f"PSNR ({views}; below {cfg.min_psnr:g}): the splats and the cameras probably do not belong to "
+        f"the same frame; {hint}",
+        file=sys.stderr,
+    )
+
+
 def main_import(cfg: ImportConfig) -> None:
     """``gags import``: an existing splat PLY into a run folder instead of training."""
-    train_rgb(cfg.train_config())
+    import_splats(cfg)
