@@ -13,7 +13,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "gags"
 
-FOUNDATION = {"errors", "io", "devices", "runfolder", "models"}
+FOUNDATION = {"errors", "io", "devices", "distributed", "runfolder", "models"}
 LIBRARIES = {
     "scene",
     "splats",

@@ -27,7 +27,9 @@ Trust mechanisms, shared by every stage:
 - **One writer at a time.** :meth:`RunFolder.lock` (or the :func:`locked` decorator on a stage
   function) holds ``.gags.lock``: an ``flock`` where the file system has one, else the holder's PID;
   a lock whose holder died is taken over. Taking it also deletes the temporary files a killed run
-  left (:func:`gags.io.remove_leftover_tmp`).
+  left (:func:`gags.io.remove_leftover_tmp`). Under ``torchrun`` the ranks of one job are one
+  writer: rank 0 takes the lock for all of them and the others wait for its outcome
+  (:mod:`gags.distributed`).
 """
 
 from __future__ import annotations
@@ -360,12 +362,16 @@ class RunFolder:
     def lock(self, stage: str) -> Iterator[None]:
         """Hold ``.gags.lock`` while ``stage`` writes this folder; re-entrant within a process.
 
+        Under torchrun (several ranks) this is collective: every rank enters it, rank 0 takes the file
+        lock (and removes leftover temporary files) before any rank goes on, a refusal is raised on
+        every rank, and rank 0 lets go only once every rank has left the block without an error.
+
         Raises:
             GagsError: another live process holds the lock (the message names it), or the run
                 folder path is a file.
         """
-        if self.root.exists() and not self.root.is_dir():
-            raise file_error(self.root, "is a file, not a run folder")
+        from gags import distributed as dist
+
         key = self.root.resolve()
         if key in _HELD:
             _HELD[key] += 1
@@ -374,6 +380,35 @@ class RunFolder:
             finally:
                 _HELD[key] -= 1
             return
+        taken: tuple[int, bool] | None = None
+        refusal: str | None = None
+        if dist.is_main():
+            try:
+                taken = self._take_lock(stage)
+            except BaseException as e:
+                if not dist.is_distributed() or not isinstance(e, GagsError):
+                    raise  # another rank's failure stops the job (torchrun), or no other rank
+                refusal = str(e)
+        refusal = dist.broadcast_object(refusal)  # the other ranks wait here for rank 0
+        if refusal is not None:
+            raise GagsError(refusal)
+        _HELD[key] = 1
+        try:
+            yield
+            dist.barrier()  # rank 0 keeps the lock until every rank is done
+        finally:
+            del _HELD[key]
+            if taken is not None:
+                fd, created = taken
+                _release(self.lock_file, fd)
+                if created:
+                    with contextlib.suppress(OSError):
+                        self.root.rmdir()  # only succeeds when the failed stage wrote nothing
+
+    def _take_lock(self, stage: str) -> tuple[int, bool]:
+        """Take ``.gags.lock`` (creating the folder) and clear leftovers -> (descriptor, created)."""
+        if self.root.exists() and not self.root.is_dir():
+            raise file_error(self.root, "is a file, not a run folder")
         created = not self.root.exists()
         if created:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -384,19 +419,15 @@ class RunFolder:
                 with contextlib.suppress(OSError):
                     self.root.rmdir()
             raise
-        _HELD[key] = 1
         try:
             left = remove_leftover_tmp([self.root, self.checkpoints, self.segments, self.features])
             left += remove_leftover_tmp([self.eval, self.queries], recursive=True)
-            if left:
-                log.info("removed %d temporary file(s) left by an interrupted run", len(left))
-            yield
-        finally:
-            del _HELD[key]
+        except BaseException:
             _release(self.lock_file, fd)
-            if created:
-                with contextlib.suppress(OSError):
-                    self.root.rmdir()  # only succeeds when the failed stage wrote nothing
+            raise
+        if left:
+            log.info("removed %d temporary file(s) left by an interrupted run", len(left))
+        return fd, created
 
 
 F = TypeVar("F", bound=Callable[..., Any])

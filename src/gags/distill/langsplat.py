@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from gags.distill.autoencoder import Autoencoder, autoencoder_config, train_autoencoder
 from gags.distill.methods import DistillContext, TrainedField
 from gags.distill.schedule import peak_lr
+from gags.distill.targets import mask_features
 from gags.distill.views import ViewTargets
 from gags.models.segmenter import LEVELS
 
@@ -55,6 +56,9 @@ class LangSplat:
     LangSplat's rate, in both schedules; gags.distill.schedule)"""
     autoencoder_epochs: int = 100
     """epochs of the encoder_dim -> 3 autoencoder, trained before the fields (LangSplat: 100)"""
+    autoencoder_max_features: int = 262_144
+    """DEVIATION: the autoencoder trains on at most this many mask features (a seeded uniform subset
+    beyond it; LangSplat: all of them) so its memory is bounded in the number of views; 0 = no cap"""
 
     @property
     def name(self) -> str:
@@ -75,7 +79,8 @@ class LangSplatTrainer:
     def __init__(self, method: LangSplat, ctx: DistillContext) -> None:
         self.method = method
         self.embed_dim = ctx.embed_dim
-        all_features = torch.cat([v.features for v in ctx.views])  # every mask feature of the scene
+        # every mask feature of the scene (up to the cap), read one view at a time
+        all_features = mask_features(ctx.views, method.autoencoder_max_features, ctx.seed)
         self.autoencoder, self.autoencoder_loss = train_autoencoder(
             all_features, epochs=method.autoencoder_epochs, seed=ctx.seed, progress=ctx.progress
         )

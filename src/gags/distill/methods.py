@@ -18,6 +18,7 @@ back without knowing the method either.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import torch
@@ -32,7 +33,8 @@ class DistillContext:
 
     Attributes:
         num_gaussians: N, the frozen splats' count.
-        views: the training views' targets at the supervision resolution.
+        views: the training views' targets at the supervision resolution (a list, or a
+            :class:`~gags.distill.targets.ViewTargetStore` that reads them on demand).
         embed_dim: D, the encoder's dimension.
         feature_dim: F, the per-Gaussian feature size the run asks for.
         iterations: total steps of the run (schedules scale with it).
@@ -44,7 +46,7 @@ class DistillContext:
     """
 
     num_gaussians: int
-    views: list[ViewTargets]
+    views: Sequence[ViewTargets]
     embed_dim: int
     feature_dim: int
     iterations: int

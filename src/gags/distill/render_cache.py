@@ -24,6 +24,7 @@ import warnings
 
 import torch
 
+from gags.scene.cameras import stack_cameras
 from gags.splats.backends.torch_tiles import (
     BUDGET,
     SEGMENT,
@@ -146,18 +147,20 @@ def cache_view(
     return CachedView(W=W, WT=WT, width=width, height=height)
 
 
-def view_renderers(gaussians: Gaussians, views: list, backend: str = "auto", cache: bool = True) -> list:
-    """One callable per view: (N, F) per-Gaussian features -> (H', W', F) render of that view.
+def view_renderers(gaussians: Gaussians, cameras: list, backend: str = "auto", cache: bool = True) -> list:
+    """One callable per view camera: (N, F) per-Gaussian features -> (H', W', F) render of that view.
 
-    With ``cache`` each view's weights are computed once here (:func:`cache_view`); without it every
-    call rasterises (:func:`gags.distill.train.render_field` with ``backend``).
+    ``cameras`` are the views' cameras at the supervision resolution (``ViewTargets.camera``), so no
+    view's targets need to be in memory. With ``cache`` each camera's weights are computed once here
+    (:func:`cache_view`); without it every call rasterises (:func:`gags.distill.train.render_field`
+    with ``backend``).
     """
     if not cache:
         from gags.distill.train import render_field
 
-        return [lambda f, v=v: render_field(gaussians, f, v, backend) for v in views]  # noqa: B023
+        return [lambda f, c=c: render_field(gaussians, f, c, backend) for c in cameras]  # noqa: B023
     out = []
-    for v in views:
-        viewmats, Ks = v.camera_tensors(gaussians.device)
-        out.append(cache_view(gaussians, viewmats[0], Ks[0], v.camera.width, v.camera.height).render)
+    for c in cameras:
+        viewmats, Ks = stack_cameras([c], gaussians.device)
+        out.append(cache_view(gaussians, viewmats[0], Ks[0], c.width, c.height).render)
     return out

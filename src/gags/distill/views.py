@@ -3,7 +3,9 @@
 Reads the prepare stage's ``segments/STEM.npz`` (``maps`` int32 (3, H, W), -1 = none) and
 ``features/STEM.npz`` (``features`` float16 (N, D)) for every training camera, checks them, and
 resizes the maps (nearest, as the reference's ``F.interpolate``) to the camera downscaled by the
-distillation's factor. Everything stays in memory, as in the reference (a few MB per view).
+distillation's factor. :func:`load_all_view_targets` keeps every view in memory, as the reference
+does (a few MB per view; small scenes, tests); ``gags distill`` streams them instead
+(:class:`gags.distill.targets.ViewTargetStore`), so its memory does not grow with the views.
 """
 
 from __future__ import annotations

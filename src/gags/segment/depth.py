@@ -95,16 +95,21 @@ def min_visible_depth(
     view_chunk: int = 8,
     backend: Backend = "auto",
     progress=None,
+    shard=None,
 ) -> torch.Tensor:
     """Per-Gaussian minimum visible depth MD over ``cameras`` -> (N,) float32 (inf where never seen).
 
     Views are rendered and tested ``view_chunk`` at a time (cameras of one size per chunk), so
     memory stays at one chunk of depth maps plus (view_chunk, N) visibility arrays.
     ``progress``: optional callable invoked with the number of views done after each chunk.
+    ``shard``: optional callable picking the chunks this process renders (a list of chunks ->
+    some of them, :func:`gags.distributed.shard`); the caller then takes the minimum over the
+    processes. The chunks are the same whoever renders them, so the result is too.
     """
     means = gaussians.means.detach()
     md = torch.full((len(gaussians),), torch.inf, device=means.device)
-    for chunk in _same_size_chunks(cameras, view_chunk):
+    chunks = _same_size_chunks(cameras, view_chunk)
+    for chunk in chunks if shard is None else shard(chunks):
         depths = render_depths(gaussians, chunk, backend=backend)
         viewmats, Ks = stack_cameras(chunk, device=means.device)
         vis = view_visibility(means, viewmats, Ks, depths, tolerance)

@@ -4,6 +4,12 @@ Geometry and colour of ``splats.ply`` are frozen; the method (:mod:`gags.distill
 learned or fixed alpha, or LangSplat's three fields) trains its per-Gaussian features and decoders
 through the shared loop :func:`gags.distill.train.train_field`. Writes ``language.pt`` and
 ``splats_language.ply``; ``checkpoints/distill.pt`` allows ``--resume``.
+
+The training views' targets are read on demand (:class:`gags.distill.targets.ViewTargetStore`), so
+memory does not grow with their targets. Under ``torchrun`` every rank renders
+``--views-per-step`` views of each step and the gradients are averaged
+(:mod:`gags.distill.parallel`): W ranks follow one process with W x ``--views-per-step`` views
+per step. Every rank validates its inputs; rank 0 alone writes checkpoints, outputs and the record.
 """
 
 from __future__ import annotations
@@ -17,15 +23,18 @@ from typing import Annotated, Any
 import torch
 import tyro
 
+from gags import distributed as dist
 from gags.devices import resolve_device
 from gags.distill.curve import plateau, write_curve
 from gags.distill.gad import GaD
 from gags.distill.langsplat import LangSplat
 from gags.distill.methods import DistillContext, DistillMethod, FieldTrainer, TrainedField
+from gags.distill.parallel import DataParallel
 from gags.distill.render_cache import view_renderers
 from gags.distill.schedule import Schedule
+from gags.distill.targets import ViewTargetStore
 from gags.distill.train import LoopState, train_field
-from gags.distill.views import ViewSampler, ViewTargets, load_all_view_targets
+from gags.distill.views import ViewSampler
 from gags.errors import GagsError, file_error, suggest
 from gags.io import save_torch_atomic
 from gags.runfolder import RunFolder, locked
@@ -77,7 +86,8 @@ class DistillConfig:
     (DEVIATION, default): 5% linear warm-up, cosine decay to 1%, features 3e-2 (30x), decoders and
     LangSplat fields unchanged"""
     views_per_step: int = 1
-    """views rendered and averaged per step (reference: 1)"""
+    """views rendered and averaged per step (reference: 1); under torchrun per rank, so a step averages
+    WORLD_SIZE x this many views"""
     pixels_per_view: int = 0
     """supervise each view at this many of its valid pixels, drawn afresh every step (0: all, as the
     reference); the decoders' cost is proportional to the pixels"""
@@ -109,21 +119,16 @@ def encoder_spec(run: RunFolder) -> dict[str, Any]:
     return prepare["encoder"]
 
 
-def load_training_views(run: RunFolder, downscale: float, device: torch.device) -> list[ViewTargets]:
-    """The training views' targets at the distillation resolution, on ``device``."""
+def load_training_views(run: RunFolder, downscale: float, device: torch.device) -> ViewTargetStore:
+    """The training views' targets at the distillation resolution, on ``device`` (read on demand;
+    every view checked once, under torchrun by the ranks in turn)."""
     from gags.scene.load import check_image_sizes, load_run_scene
 
     scene = load_run_scene(run)
     if not scene.train_cameras:
         raise file_error(run.config, "the scene has no training cameras")
     check_image_sizes([c.scaled(downscale) for c in scene.train_cameras], run.root, "downscale", downscale)
-    views = load_all_view_targets(run, scene.train_cameras, downscale)
-    return [
-        dataclasses.replace(
-            v, maps=v.maps.to(device), features=v.features.to(device), valid=v.valid.to(device)
-        )
-        for v in views
-    ]
+    return ViewTargetStore(run, scene.train_cameras, downscale, device)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -158,24 +163,30 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     run.check_unchanged("prepare", run.splats, f"run {suggest('gags', 'prepare', run.root, '--overwrite')}")
     gaussians = load_frozen_splats(run, device)
     views = load_training_views(run, cfg.downscale, device)
-    embed_dim = int(views[0].features.shape[1])
+    embed_dim = views.embed_dim
     method: DistillMethod = cfg.method
+    progress = cfg.progress and dist.is_main()
     t0 = time.perf_counter()
     ctx = DistillContext(
-        len(gaussians), views, embed_dim, cfg.feature_dim, cfg.iterations, cfg.seed, device, cfg.progress
+        len(gaussians), views, embed_dim, cfg.feature_dim, cfg.iterations, cfg.seed, device, progress
     )
     ctx.schedule = cfg.schedule
     trainer = method.trainer(ctx)
-    state = LoopState(0, ViewSampler(len(views), cfg.seed))
+    parallel = DataParallel(trainer, cfg.views_per_step, views)  # the identity in a plain process
+    state = LoopState(0, parallel.sampler(ViewSampler(len(views), cfg.seed)))
 
     ckpt_path = run.checkpoints / "distill.pt"
     if cfg.resume and ckpt_path.exists():
         _load_checkpoint(ckpt_path, cfg, trainer, state)
+    parallel.start()  # every rank continues from rank 0's state
     start = state.step
 
-    renderers = view_renderers(gaussians, views, cfg.backend, cfg.cache_render)  # timed: part of the cost
+    # timed: part of the cost
+    renderers = view_renderers(gaussians, views.view_cameras, cfg.backend, cfg.cache_render)
     curve: list[dict[str, float]] = []
-    tb = open_log(cfg.log, run.root, "distill", start) if start < cfg.iterations else ScalarLog(None)
+    # one writer of the TensorBoard events (rank 0's own losses; distill_curve.json has the ranks' mean)
+    logging = start < cfg.iterations and dist.is_main()
+    tb = open_log(cfg.log, run.root, "distill", start) if logging else ScalarLog(None)
     try:
         stats = train_field(
             trainer,
@@ -190,19 +201,26 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
             log=curve_logger(curve, tb, trainer, cfg.iterations),
             checkpoint=lambda s: _save_checkpoint(ckpt_path, cfg, trainer, s),
             checkpoint_every=cfg.checkpoint_every,
-            progress=cfg.progress,
+            progress=progress,
             desc=f"distill ({method.name})",
+            after_backward=parallel.after_backward,
+            first_draw=parallel.first_draw,
         )
+        views.close()
+        curve = parallel.mean_records(curve)  # the loss of every step's views, over the ranks
+        stats = parallel.mean_records([stats])[0]
         seconds = time.perf_counter() - t0
-        _save_checkpoint(ckpt_path, cfg, trainer, state)
-        write_language_outputs(run, gaussians, trainer.result(), method, embed_dim, spec, cfg)
-        write_curve(run, curve, start)
-        run.record_stage(
-            "distill",
-            cfg,
-            inputs=[run.splats, run.segments, run.features],
-            outputs=[run.language, run.splats_language],
-        )
+        if dist.is_main():  # one writer; every rank holds the same trained state
+            _save_checkpoint(ckpt_path, cfg, trainer, state)
+            write_language_outputs(run, gaussians, trainer.result(), method, embed_dim, spec, cfg)
+            write_curve(run, curve, start)
+            run.record_stage(
+                "distill",
+                cfg,
+                inputs=[run.splats, run.segments, run.features],
+                outputs=[run.language, run.splats_language],
+            )
+        dist.barrier()  # every rank returns once the outputs are written and recorded
     except Exception:
         tb.discard()  # a failed stage leaves the run folder's logs as they were
         raise
@@ -212,6 +230,8 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         "method": method.name,
         "iterations": cfg.iterations,
         "steps_run": cfg.iterations - start,
+        "views_per_step": parallel.views_per_step,
+        "ranks": dist.world_size(),
         "seconds": seconds,
         "peak_memory_mb": peak_memory_mb(device),
         "views": len(views),
@@ -299,13 +319,15 @@ def _resume_key(cfg: DistillConfig) -> dict[str, Any]:
             "downscale": cfg.downscale,
             "iterations": cfg.iterations,
             "schedule": cfg.schedule,
-            "views_per_step": cfg.views_per_step,
+            "views_per_step": cfg.views_per_step * dist.world_size(),  # of the whole step
             "pixels_per_view": cfg.pixels_per_view,
         }
     )
 
 
 def _save_checkpoint(path: Path, cfg: DistillConfig, trainer: FieldTrainer, state: LoopState) -> None:
+    if not dist.is_main():
+        return  # one writer; every rank holds the same state
     save_torch_atomic(
         path, {"config": _resume_key(cfg), "trainer": trainer.state_dict(), **state.state_dict()}
     )

@@ -13,6 +13,11 @@ Pipeline for each training view (one image at a time, the SAM image embedding co
 
 Resumable: a view whose two files exist and are valid is skipped. A view where no Gaussian is
 visible is skipped with the reason logged (and returned), never written with made-up prompts.
+
+Under ``torchrun`` every rank checks the settings and the run folder before anything is written,
+then takes its :func:`~gags.distributed.shard` of the views still to do (and of the chunks of the
+minimum-depth pass, min-reduced); rank 0 alone records the stage: as running before any rank
+writes, as finished (with its input fingerprints) once every rank is done.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import torch
 import tyro
 from tqdm import tqdm
 
+from gags import distributed as dist
 from gags.devices import resolve_device
 from gags.errors import GagsError, file_error, suggest
 from gags.features.crops import embed_masks
@@ -145,18 +151,46 @@ def prepare_views(
     """The work of :func:`prepare` on given cameras, splats and models (also the test entry point).
 
     ``load_rgb(camera)`` returns the view as (H, W, 3) uint8 at the camera's size.
+    Under torchrun each rank does its :func:`~gags.distributed.shard` of the views still to do;
+    the summary counts every rank's.
     """
     validate_prepare_config(cfg, cameras)
+    _check_outputs(run, cfg, encoder)  # every rank refuses stale or mixed outputs before any write
+    dist.barrier()  # ... before rank 0 marks the stage as running
+    if dist.is_main():
+        _record(run, cfg, segmenter, encoder)
+    summary = _prepare_share(run, cameras, gaussians, load_rgb, segmenter, encoder, cfg)
+    summary = _merge_summaries(dist.all_gather_objects(summary))  # waits for every rank
+    if dist.is_main():
+        run.finish_stage("prepare", inputs=[run.splats])
+    dist.barrier()  # no rank goes on before the stage is recorded as finished
+    return summary
+
+
+def _prepare_share(
+    run: RunFolder,
+    cameras: list[Camera],
+    gaussians: Gaussians,
+    load_rgb: Callable[[Camera], np.ndarray],
+    segmenter: Segmenter,
+    encoder: TextImageEncoder,
+    cfg: PrepareConfig,
+) -> dict[str, Any]:
+    """This rank's share of :func:`prepare_views` (all of it in a plain process)."""
     device = resolve_device(cfg.device)
     gaussians = gaussians.to(device)
     views = cameras[: cfg.limit] if cfg.limit > 0 else list(cameras)
-    _record(run, cfg, segmenter, encoder)
-    todo = [
-        cam
-        for cam in views
-        if cfg.overwrite
-        or not is_valid_pair(run.segment_file(cam.name), run.feature_file(cam.name), (cam.height, cam.width))
-    ]
+    # the views still to do, checked by the ranks in turn; collective, so no rank writes before
+    # rank 0 has recorded the stage as running
+    todo = dist.filter_sharded(
+        views,
+        lambda cam: (
+            cfg.overwrite
+            or not is_valid_pair(
+                run.segment_file(cam.name), run.feature_file(cam.name), (cam.height, cam.width)
+            )
+        ),
+    )
     timings = dict.fromkeys(STAGES, 0.0)
     summary: dict[str, Any] = {
         "views": len(views),
@@ -165,7 +199,6 @@ def prepare_views(
         "skipped": {},
     }
     if not todo:
-        run.finish_stage("prepare", inputs=[run.splats])
         return {**summary, "timings": timings}
 
     md = None
@@ -179,10 +212,12 @@ def prepare_views(
                 view_chunk=cfg.view_chunk,
                 backend=cfg.backend,
                 progress=bar.update,
+                shard=dist.shard,  # each rank takes its chunks of views; the minimum is reduced below
             )
+            md = dist.all_reduce(md.cpu(), "min").to(device)  # on gloo: ranks may share a GPU
         timings["depth"] += time.perf_counter() - t0
 
-    bar = tqdm(todo, desc="prepare", unit="img")
+    bar = tqdm(dist.shard(todo), desc="prepare", unit="img")
     for cam in bar:
         stage = _prepare_view(run, cam, gaussians, md, load_rgb, segmenter, encoder, cfg, device)
         if isinstance(stage, str):
@@ -196,8 +231,23 @@ def prepare_views(
         summary["done"] += 1
         bar.set_postfix({k: f"{v:.2f}s" for k, v in stage.items() if v >= 0.005})
     done = max(summary["done"], 1)
-    run.finish_stage("prepare", inputs=[run.splats])
     return {**summary, "timings": timings, "per_image": {k: v / done for k, v in timings.items()}}
+
+
+def _merge_summaries(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One summary from every rank's (counts and timings added, per-image times over all done)."""
+    if len(parts) == 1:
+        return parts[0]
+    merged = {**parts[0], "done": sum(p["done"] for p in parts), "skipped": {}}
+    timings = dict.fromkeys(STAGES, 0.0)
+    for p in parts:
+        merged["skipped"].update(p["skipped"])
+        for k, v in p["timings"].items():
+            timings[k] = timings.get(k, 0.0) + v
+    merged["timings"] = timings
+    merged["per_image"] = {k: v / max(merged["done"], 1) for k, v in timings.items()}
+    merged["ranks"] = len(parts)
+    return merged
 
 
 def validate_prepare_config(cfg: PrepareConfig, cameras: list[Camera] | None = None) -> None:
@@ -334,9 +384,9 @@ def _spec(model: object) -> dict[str, Any]:
     return dict(spec) if isinstance(spec, dict) else {"kind": type(model).__name__}
 
 
-def _record(run: RunFolder, cfg: PrepareConfig, segmenter: Segmenter, encoder: TextImageEncoder) -> None:
-    """Store the specs in config.json["prepare"]; refuse to mix features of another encoder."""
-    seg_spec, enc_spec = _spec(segmenter), _spec(encoder)
+def _check_outputs(run: RunFolder, cfg: PrepareConfig, encoder: TextImageEncoder) -> None:
+    """Refuse to mix features of another encoder or settings, or to add to outputs of changed splats."""
+    enc_spec = _spec(encoder)
     previous = run.stage_entry("prepare") or {}
     old = previous.get("encoder")
     outputs = any(run.features.glob("*.npz")) or any(run.segments.glob("*.npz"))
@@ -354,8 +404,13 @@ def _record(run: RunFolder, cfg: PrepareConfig, segmenter: Segmenter, encoder: T
         )
     if outputs and not cfg.overwrite and run.finished("prepare"):
         run.check_unchanged("prepare", run.splats, f"run {redo}")
+
+
+def _record(run: RunFolder, cfg: PrepareConfig, segmenter: Segmenter, encoder: TextImageEncoder) -> None:
+    """Store the specs in config.json["prepare"], marked as running until :meth:`RunFolder.finish_stage`."""
     config = dataclasses.asdict(cfg)
-    run.record_stage("prepare", {"encoder": enc_spec, "segmenter": seg_spec, "config": config}, running=True)
+    spec = {"encoder": _spec(encoder), "segmenter": _spec(segmenter), "config": config}
+    run.record_stage("prepare", spec, running=True)
 
 
 #: settings that change how prepare runs, not what it writes
