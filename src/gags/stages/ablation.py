@@ -147,15 +147,22 @@ def run_method(cfg: AblationConfig, spec: MethodSpec, prep: RunFolder, scene_dir
             )
         )
         timing = {
+            "iterations": cfg.distill_iterations,
             "distill_seconds": stats["seconds"],
             "peak_memory_mb": stats["peak_memory_mb"],
             "plateau": stats["plateau"],
         }
+        write_json_atomic(run.eval / "distill_timing.json", timing)
+    fresh = bool(timing)
+    if not fresh and (run.eval / "distill_timing.json").exists():
+        timing = json.loads((run.eval / "distill_timing.json").read_text())
+    elif not fresh and (run.root / "distill_curve.json").exists():  # distilled without the timing file
+        timing = {"plateau": json.loads((run.root / "distill_curve.json").read_text())["plateau"]["distill"]}
     sets: dict[str, Any] = {}
     for label_set in cfg.label_sets:
         out = run.eval if label_set == "queries" else run.eval / label_set
         path = out / "metrics.json"
-        if cfg.redo or timing or not path.exists():
+        if cfg.redo or fresh or not path.exists():
             labels = label_folder(scene_dir, label_set)
             metrics = evaluate(
                 EvalConfig(run=run.root, labels=labels, box_size=cfg.box_size, device=cfg.device, out=out)
@@ -175,7 +182,7 @@ def run_method(cfg: AblationConfig, spec: MethodSpec, prep: RunFolder, scene_dir
         **timing,
     }
     if getattr(spec.method, "alpha", None) == "learned":
-        row["alpha"] = _alpha(cfg, run, scene_dir, fresh=bool(timing))
+        row["alpha"] = _alpha(cfg, run, scene_dir, fresh=fresh)
     return row
 
 
@@ -260,6 +267,7 @@ def run_ablation(
             + ablation_markdown(mean_rows([r["rows"] for r in per_seed], label_set), with_std=True)
             for label_set in cfg.label_sets
         ]
+        tables.append(convergence_markdown([r["rows"] for r in per_seed], list(cfg.seeds)))
         tables += [
             granularity_markdown(r["rows"], r["level_floors"], f"granularity, seed {s}")
             for s, r in zip(cfg.seeds, per_seed, strict=True)
@@ -357,6 +365,32 @@ def granularity_markdown(
         floor = " / ".join(f"{v:.3f}" for v in scene["floor"].values())
         lowest = ", ".join(f"{lv} {n}" for lv, n in scene["lowest_for_subparts"].items())
         lines.append(f"- Eq. 3 floor ({prompts} prompts), s / p / w: {floor}; lowest for {lowest} subparts")
+    return "\n".join(lines) + "\n"
+
+
+def convergence_markdown(per_seed: list[list[dict[str, Any]]], seeds: list[int]) -> str:
+    """Per method: whether the distillation loss plateaued (:func:`gags.distill.curve.plateau`) in how
+    many seeds, the mean change of its moving average over the last 20% of the run, the mean steps to
+    plateau and the mean seconds per step (from each run's ``eval/distill_timing.json``)."""
+    import numpy as np
+
+    lines = [f"## convergence ({len(seeds)} seeds)", ""]
+    lines += [
+        "| method | plateaued | tail change | steps to plateau | s / step |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for rows in zip(*per_seed, strict=True):
+        runs = [r for r in rows if r.get("plateau")]
+        if not runs:
+            continue
+        stats = [r["plateau"] for r in runs]
+        steps = [s["steps_to_plateau"] for s in stats if s["steps_to_plateau"] is not None]
+        per_step = [r["distill_seconds"] / r["iterations"] for r in runs if r.get("iterations")]
+        lines.append(
+            f"| {rows[0]['method']} | {sum(s['plateaued'] for s in stats)}/{len(stats)} "
+            f"| {100 * np.mean([s['tail_change'] for s in stats]):.2f}% "
+            f"| {np.mean(steps):.0f} | {np.mean(per_step) if per_step else float('nan'):.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
