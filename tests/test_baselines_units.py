@@ -113,3 +113,26 @@ def test_seed_rows_average_into_mean_and_std_cells():
     assert mean["by_level"]["part"]["miou"] is None
     table = ablation_markdown([mean], with_std=True)
     assert "| 30.0 ± 10.0 |" in table and "| 50.0 ± 0.0 |" in table and "| - |" in table
+
+
+def test_convergence_and_granularity_sections_summarise_the_seeds():
+    from gags.stages.ablation import convergence_markdown, granularity_markdown
+
+    def row(plateaued: bool, tail: float, seconds: float) -> dict:
+        plateau = {"plateaued": plateaued, "tail_change": tail, "steps_to_plateau": 800}
+        return {"method": "gags", "plateau": plateau, "distill_seconds": seconds, "iterations": 1000}
+
+    table = convergence_markdown([[row(True, 0.004, 50.0)], [row(False, 0.012, 70.0)]], [0, 1])
+    assert "| gags | 1/2 | 0.80% | 800 | 0.060 |" in table
+    alpha = {"by_ring": {"far": {"alpha": {"subpart": 0.1, "part": 0.2, "whole": 0.7}}}}
+    floors = {
+        "gas": {
+            "scene": {
+                "floor": {"subpart": 0.3, "part": 0.25, "whole": 0.2},
+                "lowest_for_subparts": {"subpart": 0, "part": 1, "whole": 5},
+            }
+        }
+    }
+    text = granularity_markdown([{"method": "gags", "alpha": alpha}, {"method": "average"}], floors)
+    assert "- alpha, gags: far 0.10/0.20/0.70" in text and "average" not in text
+    assert "0.300 / 0.250 / 0.200; lowest for subpart 0, part 1, whole 5 subparts" in text

@@ -239,3 +239,27 @@ def test_cached_render_trains_the_same_field_as_rasterising(prepared, tmp_path):
         )
         fields.append(torch.load(RunFolder(folder).language, weights_only=True)["features"])
     torch.testing.assert_close(fields[0], fields[1], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_level_floors_find_the_level_whose_targets_agree_across_views(prepared, tmp_path, level):
+    """Make one level's targets identical in every view: its Eq. 3 floor drops to 0 and it is the
+    lowest for every subpart."""
+    from gags.synthetic.granularity import level_floors
+
+    run_dir, scene = prepared
+    run = _copy_run(run_dir, tmp_path / "run")
+    for path in sorted((run / "features").glob("*.npz")):
+        with np.load(path) as data:
+            arrays = dict(data)
+        same = np.zeros(arrays["features"].shape[1], dtype=arrays["features"].dtype)
+        same[0] = 1.0
+        arrays["features"][arrays["levels"] == level] = same
+        np.savez_compressed(path, **arrays)
+    floors = level_floors(run, scene)
+    name = ("subpart", "part", "whole")[level]
+    assert floors["scene"]["floor"][name] == pytest.approx(0.0, abs=1e-3)
+    others = [v for k, v in floors["scene"]["floor"].items() if k != name]
+    assert min(others) > 0.05
+    counts = floors["scene"]["lowest_for_subparts"]  # ties: a subpart seen in one view fits every level
+    assert counts[name] >= 0.9 * sum(counts.values()) > 0
