@@ -9,8 +9,8 @@ when ``ma`` changes by less than ``tol`` (1%) of its final value over the last `
 steps. *Steps to plateau* is the first step from which ``ma`` stays within ``tol`` of its final value.
 
 A decaying learning rate flattens any curve at its end, so a flat tail alone does not show that a
-longer run would not do better; :mod:`benchmarks.bench_convergence` therefore also compares runs of
-different lengths (final loss and metrics).
+longer run would not do better; the README therefore also compares runs of different lengths (final
+loss and metrics).
 """
 
 from __future__ import annotations
