@@ -32,7 +32,10 @@ from gags.runfolder import RunFolder
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("distributed_worker.py")
 ITERATIONS = 16
-TOLERANCE = 1e-6  # measured: 0 on this CPU (gloo's sum of two gradients is the same addition)
+TOLERANCE = 1e-6  # loss curve, measured: 0 on this CPU (gloo's sum of two gradients is the same addition)
+# per-Gaussian features: Adam (eps 1e-15) turns a rounding-level gradient of a barely seen Gaussian into a
+# full step of the learning rate (3e-2 under the short schedule); measured 8.8e-6 on 10 of 22,352 values
+FEATURE_TOLERANCE = 1e-4
 
 
 def _torchrun() -> list[str]:
@@ -259,7 +262,7 @@ def test_distill_two_ranks_match_one_process_with_two_views_per_step(
     assert len(two_ranks) == len(curve) == ITERATIONS
     assert max(abs(a - b) for a, b in zip(two_ranks, curve, strict=True)) <= TOLERANCE * max(curve)
     payload = torch.load(RunFolder(run).language, weights_only=True)
-    torch.testing.assert_close(payload["features"], features, atol=TOLERANCE, rtol=TOLERANCE)
+    torch.testing.assert_close(payload["features"], features, atol=FEATURE_TOLERANCE, rtol=FEATURE_TOLERANCE)
     assert not list((run / "checkpoints").glob(".*tmp*"))  # one writer, nothing left half-written
     assert RunFolder(run).finished("distill")  # recorded once, with its fingerprints
     assert not (run / ".gags.lock").exists()  # rank 0 let go of the lock
@@ -275,7 +278,7 @@ def test_distill_two_ranks_resume_after_a_crash(prepared, one_process_two_views,
     assert stats["crash_checkpoint_step"] == 8 and not stats["crash_language_exists"]
     assert stats["steps_run"] == ITERATIONS - 8
     payload = torch.load(RunFolder(run).language, weights_only=True)
-    torch.testing.assert_close(payload["features"], features, atol=TOLERANCE, rtol=TOLERANCE)
+    torch.testing.assert_close(payload["features"], features, atol=FEATURE_TOLERANCE, rtol=FEATURE_TOLERANCE)
 
 
 def test_a_live_holder_outside_the_job_refuses_every_rank(prepared, tmp_path):

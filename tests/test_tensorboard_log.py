@@ -59,6 +59,9 @@ def test_distill_writes_loss_terms_alpha_and_rates(run_copy):
     for tag in tags:
         assert all(math.isfinite(v) for v in _values(acc, tag)), tag
     assert all(0 <= v <= 1 for tag in alpha for v in _values(acc, tag))
+    # the trained field in one view: PCA false colour and the alpha-argmax map (paper Fig. 6)
+    assert {"field/pca", "field/alpha_argmax"} <= set(acc.Tags()["images"])
+    assert acc.Images("field/pca")[-1].step == 4
 
 
 def test_no_tensorboard_writes_nothing(run_copy):

@@ -76,6 +76,10 @@ def _link_tree(src: Path, dst: Path) -> None:
     """Hard-link (or copy, across file systems) every file of ``src`` into ``dst``."""
 
     def link(a: str, b: str) -> None:
+        if os.path.exists(b):
+            if os.path.samefile(a, b):  # linked by an earlier run of the ablation
+                return
+            os.unlink(b)
         try:
             os.link(a, b)
         except OSError:

@@ -38,8 +38,9 @@ from gags.distill.views import ViewSampler
 from gags.errors import GagsError, file_error, suggest
 from gags.io import save_torch_atomic
 from gags.runfolder import RunFolder, locked
+from gags.scene.cameras import Camera, stack_cameras
 from gags.splats.gaussians import Gaussians
-from gags.splats.render import Backend
+from gags.splats.render import Backend, render
 from gags.stages.tblog import LogConfig, ScalarLog, open_log, optimizer_lrs, validate_log_config
 
 #: ``method:gad`` (default) or ``method:langsplat`` on the command line
@@ -214,6 +215,8 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
             _save_checkpoint(ckpt_path, cfg, trainer, state)
             write_language_outputs(run, gaussians, trainer.result(), method, embed_dim, spec, cfg)
             write_curve(run, curve, start)
+            if tb.enabled:
+                log_field_images(tb, run, views.view_cameras[0], cfg.iterations, cfg.backend)
             run.record_stage(
                 "distill",
                 cfg,
@@ -241,6 +244,34 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         "plateau": plateau([c["distill"] for c in curve]),
         **stats,
     }
+
+
+def log_field_images(tb: ScalarLog, run: RunFolder, camera: Camera, step: int, backend: Backend) -> None:
+    """TensorBoard images of the trained field in one training view: ``field/pca`` (the first level's
+    per-Gaussian features in false colour, :class:`gags.query.pictures.PCABasis`) and, for a learnt
+    alpha, ``field/alpha_argmax`` (the paper's Fig. 6 map, :mod:`gags.distill.alpha`)."""
+    from gags.distill.alpha import alpha_argmax_maps, colourise
+    from gags.distill.field import LanguageField
+    from gags.query.pictures import PCABasis
+
+    field = LanguageField.load(run.language, device="cpu")
+    viewmats, Ks = stack_cameras([camera])
+    features = field.fields[0]
+    out = render(
+        dataclasses.replace(field.gaussians, features=features),
+        viewmats,
+        Ks,
+        camera.width,
+        camera.height,
+        render_rgb=False,
+        render_features=True,
+        backend=backend,
+    )
+    pca = PCABasis(features.numpy()).colors(out.features[0].numpy(), out.alpha[0].numpy())
+    tb.image("field/pca", step, torch.from_numpy(pca).float() / 255)
+    if field.method == "gags":
+        levels = alpha_argmax_maps(field, viewmats, Ks, camera.width, camera.height, backend)[0]
+        tb.image("field/alpha_argmax", step, colourise(levels))
 
 
 def curve_logger(
