@@ -525,3 +525,8 @@ def _relevance_maps(
         answer = engine.query_view(cam, queries, box_size=eval_box_size(cam.width))
         out[name] = [m.normalised.numpy() for m in answer.maps]
     return out
+
+
+def main(cfg: DemoConfig) -> None:
+    """``gags demo``: run it; the report is printed by :func:`run_demo`."""
+    run_demo(cfg)
