@@ -67,24 +67,14 @@ def _scene_config(views: int, width: int, height: int, cache: Path):
 
 def child_setup(run: Path, views: int, width: int, height: int, cache: Path) -> dict:
     """Generate the scene (cached) and import its ground-truth splats into ``run``."""
-    from gags.stages.train_rgb import TrainConfig, train_rgb
+    from gags.stages.train_rgb import import_ground_truth
     from gags.synthetic.generate import generate_scene
 
     t = time.perf_counter()
     scene = generate_scene(_scene_config(views, width, height, cache))
     generated = time.perf_counter() - t
     if not (run / "splats.ply").exists():
-        train_rgb(
-            TrainConfig(
-                data=scene,
-                out=run,
-                import_ply=scene / "gt_splats.ply",
-                iterations=0,
-                evaluate=False,
-                sh_degree=1,
-                device="cpu",
-            )
-        )
+        import_ground_truth(scene, run)
     return {"scene_s": round(generated, 2), "scene": str(scene)}
 
 

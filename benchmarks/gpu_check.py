@@ -235,24 +235,14 @@ def part_prepare(args) -> dict:
 def part_distill(args) -> dict:
     from gags.stages.distill import DistillConfig, distill
     from gags.stages.prepare import PrepareConfig, prepare
-    from gags.stages.train_rgb import TrainConfig, train_rgb
+    from gags.stages.train_rgb import import_ground_truth
 
     device = _device(args)
     width, height = _size(args.distill_size)
     scene = _synthetic(args, width, height, args.distill_views)
     run = args.out / f"distill_{width}x{height}"
     if not (run / "splats.ply").exists():
-        train_rgb(
-            TrainConfig(
-                data=scene,
-                out=run,
-                import_ply=scene / "gt_splats.ply",
-                iterations=0,
-                evaluate=False,
-                sh_degree=1,
-                device="cpu",
-            )
-        )
+        import_ground_truth(scene, run)
     t = time.perf_counter()
     prepare(PrepareConfig(run=run, segmenter="oracle", encoder="oracle", device="cpu", seed=0))
     prepare_s = time.perf_counter() - t

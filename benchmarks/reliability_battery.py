@@ -1255,23 +1255,12 @@ def cases() -> list[Case]:
 def build_base(root: Path) -> tuple[Path, Path]:
     from gags.stages.distill import DistillConfig, distill
     from gags.stages.prepare import PrepareConfig, prepare
-    from gags.stages.train_rgb import TrainConfig, train_rgb
+    from gags.stages.train_rgb import import_ground_truth
     from gags.synthetic.generate import SyntheticConfig, generate_scene
 
     scene = generate_scene(SyntheticConfig(**TINY_SCENE, cache_dir=root / "cache"))
     run = root / "base"
-    train_rgb(
-        TrainConfig(
-            data=scene,
-            out=run,
-            import_ply=scene / "gt_splats.ply",
-            iterations=0,
-            evaluate=False,
-            sh_degree=1,
-            device="cpu",
-            progress=False,
-        )
-    )
+    import_ground_truth(scene, run)
     prepare(PrepareConfig(run=run, segmenter="oracle", encoder="oracle", device="cpu", seed=0))
     distill(DistillConfig(run=run, iterations=5, device="cpu", progress=False))
     return run, scene

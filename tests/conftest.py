@@ -57,24 +57,13 @@ def tiny_run(tmp_path_factory) -> TinyRun:
     """Built once per session (about 20 s on a CPU); copy it (``run_copy``) before changing it."""
     from gags.stages.distill import DistillConfig, distill
     from gags.stages.prepare import PrepareConfig, prepare
-    from gags.stages.train_rgb import TrainConfig, train_rgb
+    from gags.stages.train_rgb import import_ground_truth
     from gags.synthetic.generate import SyntheticConfig, generate_scene
 
     root = tmp_path_factory.mktemp("tiny_run")
     scene = generate_scene(SyntheticConfig(**TINY_SCENE, cache_dir=root / "cache"))
     run = root / "run"
-    train_rgb(
-        TrainConfig(
-            data=scene,
-            out=run,
-            import_ply=scene / "gt_splats.ply",
-            iterations=0,
-            evaluate=False,
-            sh_degree=1,
-            device="cpu",
-            progress=False,
-        )
-    )
+    import_ground_truth(scene, run)
     prepare(PrepareConfig(run=run, segmenter="oracle", encoder="oracle", device="cpu", seed=0))
     distill(DistillConfig(run=run, iterations=5, device="cpu", progress=False))
     return TinyRun(run=run, scene=scene)

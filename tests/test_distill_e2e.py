@@ -30,7 +30,7 @@ BACKEND = "dense"  # exact and fastest at these tiny sizes
 def prepared(tmp_path_factory) -> tuple[Path, Path]:
     """(prepared run folder, scene folder) of a small synthetic scene."""
     from gags.stages.prepare import PrepareConfig, prepare
-    from gags.stages.train_rgb import TrainConfig, train_rgb
+    from gags.stages.train_rgb import import_ground_truth
     from gags.synthetic.generate import SyntheticConfig, generate_scene
     from gags.synthetic.oracle_encoder import OracleEncoder
     from gags.synthetic.oracle_segmenter import OracleSegmenter
@@ -50,17 +50,7 @@ def prepared(tmp_path_factory) -> tuple[Path, Path]:
         )
     )
     run = root / "prepared"
-    train_rgb(
-        TrainConfig(
-            data=scene,
-            out=run,
-            import_ply=scene / "gt_splats.ply",
-            iterations=0,
-            evaluate=False,
-            sh_degree=1,
-            device="cpu",
-        )
-    )
+    import_ground_truth(scene, run)
     prepare(
         PrepareConfig(run=run, segmenter="oracle", encoder="oracle", device="cpu", seed=0),
         segmenter=OracleSegmenter(scene, seed=0),

@@ -73,23 +73,13 @@ def prepared(tmp_path_factory) -> Path:
     """The reduced demo scene (11 views, 64 x 48), ground-truth splats, prepared in this process."""
     from gags.stages.demo import DemoConfig
     from gags.stages.prepare import PrepareConfig, prepare
-    from gags.stages.train_rgb import TrainConfig, train_rgb
+    from gags.stages.train_rgb import import_ground_truth
     from gags.synthetic.generate import generate_scene
 
     root = tmp_path_factory.mktemp("distributed")
     scene = generate_scene(DemoConfig.reduced(root / "run", cache_dir=root / "cache").synthetic())
     run = root / "run"
-    train_rgb(
-        TrainConfig(
-            data=scene,
-            out=run,
-            import_ply=scene / "gt_splats.ply",
-            iterations=0,
-            evaluate=False,
-            sh_degree=1,
-            device="cpu",
-        )
-    )
+    import_ground_truth(scene, run)
     prepare(PrepareConfig(run=run, segmenter="oracle", encoder="oracle", device="cpu", seed=0))
     return run
 

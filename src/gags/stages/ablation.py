@@ -217,22 +217,21 @@ def prepared_runs(
 
     Returns the scene folder and prompt mode -> run folder (``OUT/prep-<mode>`` unless given).
     """
-    from gags.stages.train_rgb import TrainConfig, train_rgb
+    from gags.stages.train_rgb import TrainConfig, import_ground_truth, train_rgb
     from gags.synthetic.generate import SyntheticConfig, generate_scene
 
     given = dict(prepared or {})
     if scene_dir is None:
         scene_dir = generate_scene(SyntheticConfig(seed=cfg.seed, width=cfg.width, height=cfg.height))
     rgb_run = given.get("gas", RunFolder(cfg.out / "prep-gas"))
-    if cfg.redo or not rgb_run.splats.exists():
-        gt = scene_dir / "gt_splats.ply" if cfg.rgb == "import-gt" else None
+    if (cfg.redo or not rgb_run.splats.exists()) and cfg.rgb == "import-gt":
+        import_ground_truth(scene_dir, rgb_run.root, cfg.seed, cfg.device, overwrite=cfg.redo)
+    elif cfg.redo or not rgb_run.splats.exists():
         train_rgb(
             TrainConfig(
                 data=scene_dir,
                 out=rgb_run.root,
-                import_ply=gt,
-                iterations=0 if gt is not None else cfg.rgb_iterations,
-                evaluate=gt is None,
+                iterations=cfg.rgb_iterations,
                 sh_degree=1,
                 seed=cfg.seed,
                 device=cfg.device,

@@ -679,6 +679,27 @@ def _save_png(path: Path, image: torch.Tensor) -> None:
         iio.imwrite(tmp, pixels, extension=".png")
 
 
+def import_ground_truth(
+    scene_dir: Path, out: Path, seed: int = 0, device: str = "cpu", overwrite: bool = False
+) -> dict[str, Any]:
+    """A run folder ``out`` whose splats are a synthetic scene's ground truth (``gt_splats.ply``, SH degree
+    1, no training, no evaluation): what the ablation, the tests and the benchmarks start from."""
+    return train_rgb(
+        TrainConfig(
+            data=scene_dir,
+            out=out,
+            import_ply=Path(scene_dir) / "gt_splats.ply",
+            iterations=0,
+            evaluate=False,
+            sh_degree=1,
+            seed=seed,
+            device=device,
+            overwrite=overwrite,
+            progress=False,
+        )
+    )
+
+
 def main(cfg: TrainConfig) -> None:
     """``gags train-rgb``."""
     train_rgb(cfg)
