@@ -11,16 +11,14 @@ Only fields that learn alpha (``method="gags"``) have one; the others raise :cla
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from torch import nn
 
 from gags.distill.decoders import GranularityDecoder, SharedDecoder
-from gags.distill.field import DECODE_CHUNK, LanguageField
+from gags.distill.field import LanguageField, decode_in_chunks
 from gags.errors import GagsError
 from gags.models.segmenter import LEVELS
-from gags.splats.render import Backend, render
+from gags.splats.render import Backend
 
 #: colours of the argmax map (subpart, part, whole), RGB in [0, 1]; background is white
 LEVEL_COLOURS = ((0.89, 0.10, 0.11), (0.22, 0.49, 0.72), (0.30, 0.69, 0.29))
@@ -69,19 +67,9 @@ def render_alpha(
         viewmats: (C, 4, 4) world-to-camera. Ks: (C, 3, 3) intrinsics in pixels of a width x height image.
     """
     eta_net = granularity_decoder(field)
-    out = render(
-        dataclasses.replace(field.gaussians, features=field.fields[0]),
-        viewmats.to(field.device),
-        Ks.to(field.device),
-        width,
-        height,
-        render_rgb=False,
-        render_features=True,
-        backend=backend,
-    )
-    flat = out.features.reshape(-1, out.features.shape[-1])
-    eta = torch.cat([eta_net(c) for c in flat.split(DECODE_CHUNK)]) if flat.shape[0] else flat[:, :3]
-    alpha = torch.softmax(eta, dim=-1).reshape(*out.features.shape[:-1], len(LEVELS))
+    out = field.render_field(0, viewmats, Ks, width, height, backend)
+    eta = decode_in_chunks(eta_net, out.features, len(LEVELS))
+    alpha = torch.softmax(eta, dim=-1)
     return alpha, out.alpha
 
 

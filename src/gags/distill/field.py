@@ -31,6 +31,15 @@ _REQUIRED_KEYS = ("features", "decoder", "decoder_config", "embed_dim", "method"
 REGENERATE = "re-run `gags distill` to regenerate it"
 
 
+def decode_in_chunks(net: torch.nn.Module, feature_map: torch.Tensor, out_dim: int) -> torch.Tensor:
+    """(..., F) -> (..., out_dim) through ``net``, :data:`DECODE_CHUNK` rows at a time (bounded memory)."""
+    flat = feature_map.reshape(-1, feature_map.shape[-1])
+    out = (
+        torch.cat([net(c) for c in flat.split(DECODE_CHUNK)]) if flat.shape[0] else flat.new_zeros(0, out_dim)
+    )
+    return out.reshape(*feature_map.shape[:-1], out_dim)
+
+
 @dataclasses.dataclass
 class LanguageField:
     """Per-Gaussian low-dimensional features plus the decoder to the encoder's space.
@@ -118,33 +127,40 @@ class LanguageField:
     @torch.no_grad()
     def decode(self, feature_map: torch.Tensor) -> torch.Tensor:
         """(..., F) low-dimensional features -> (..., D) L2-normalised, decoded in bounded chunks."""
-        flat = feature_map.reshape(-1, feature_map.shape[-1])
-        out = (
-            torch.cat([self.decoder(c) for c in flat.split(DECODE_CHUNK)])
-            if flat.shape[0]
-            else flat.new_zeros(0, self.embed_dim)
+        return decode_in_chunks(self.decoder, feature_map, self.embed_dim)
+
+    @torch.no_grad()
+    def render_field(
+        self,
+        level: int,
+        viewmats: torch.Tensor,
+        Ks: torch.Tensor,
+        width: int,
+        height: int,
+        backend: Backend = "auto",
+    ):
+        """Render field ``level`` (0 for GaD's single field) into C cameras: the renderer's output, with
+        ``features`` (C, H, W, F) and accumulated opacity ``alpha`` (C, H, W)."""
+        return render(
+            dataclasses.replace(self.gaussians, features=self.fields[level]),
+            viewmats.to(self.device),
+            Ks.to(self.device),
+            width,
+            height,
+            render_rgb=False,
+            render_features=True,
+            backend=backend,
         )
-        return out.reshape(*feature_map.shape[:-1], self.embed_dim)
 
     @torch.no_grad()
     def render_low_dim(
         self, viewmats: torch.Tensor, Ks: torch.Tensor, width: int, height: int, backend: Backend = "auto"
     ) -> list[torch.Tensor]:
         """The raw rendered fields, one (C, H, W, F) per level (before decoding)."""
-        maps = []
-        for f in self.fields:
-            out = render(
-                dataclasses.replace(self.gaussians, features=f),
-                viewmats.to(self.device),
-                Ks.to(self.device),
-                width,
-                height,
-                render_rgb=False,
-                render_features=True,
-                backend=backend,
-            )
-            maps.append(out.features)
-        return maps
+        return [
+            self.render_field(i, viewmats, Ks, width, height, backend).features
+            for i in range(len(self.fields))
+        ]
 
     @torch.no_grad()
     def render_feature_maps(

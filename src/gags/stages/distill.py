@@ -40,7 +40,7 @@ from gags.io import save_torch_atomic
 from gags.runfolder import RunFolder, locked
 from gags.scene.cameras import Camera, stack_cameras
 from gags.splats.gaussians import Gaussians
-from gags.splats.render import Backend, render
+from gags.splats.render import Backend
 from gags.stages.tblog import LogConfig, ScalarLog, open_log, optimizer_lrs, validate_log_config
 
 #: ``method:gad`` (default) or ``method:langsplat`` on the command line
@@ -257,16 +257,7 @@ def log_field_images(tb: ScalarLog, run: RunFolder, camera: Camera, step: int, b
     field = LanguageField.load(run.language, device="cpu")
     viewmats, Ks = stack_cameras([camera])
     features = field.fields[0]
-    out = render(
-        dataclasses.replace(field.gaussians, features=features),
-        viewmats,
-        Ks,
-        camera.width,
-        camera.height,
-        render_rgb=False,
-        render_features=True,
-        backend=backend,
-    )
+    out = field.render_field(0, viewmats, Ks, camera.width, camera.height, backend)
     pca = PCABasis(features.numpy()).colors(out.features[0].numpy(), out.alpha[0].numpy())
     tb.image("field/pca", step, torch.from_numpy(pca).float() / 255)
     if field.method == "gags":
