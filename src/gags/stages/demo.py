@@ -20,9 +20,14 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from gags.distill.field import LanguageField
+    from gags.query.maps import QueryEngine
+    from gags.scene.cameras import Camera
 
 from gags.io import atomic_path, write_json_atomic, write_text_atomic
 from gags.runfolder import RunFolder
@@ -400,8 +405,18 @@ def save_demo_figure(run: RunFolder, scene_dir: Path, queries: tuple[str, ...], 
         names = [v["name"] for v in views if v["ring"] == ring and Path(v["name"]).stem in labelled]
         if names:
             rows.append(names[len(names) // 2])
-    heatmaps = _relevance_maps(run, scene_dir, rows, queries, device)
-    alpha_maps = _alpha_maps(run, rows, device)
+    heatmaps: dict[str, list[np.ndarray]] = {}
+    alpha_maps: dict[str, np.ndarray] = {}
+    if run.language.exists():  # one engine (field and text encoder) and one scene for both
+        import torch
+
+        from gags.scene.load import load_run_scene
+        from gags.stages.query import open_engine
+
+        engine = open_engine(run, torch.device(device))
+        cameras = [load_run_scene(run).camera_by_name(name) for name in rows]
+        heatmaps = _relevance_maps(engine, cameras, queries)
+        alpha_maps = _alpha_maps(engine.field, cameras)
     cols = 2 + (len(queries) if heatmaps else 0) + (1 if alpha_maps else 0)
     fig, axes = plt.subplots(len(rows), cols, figsize=(2.4 * cols, 2.0 * len(rows)), dpi=100, squeeze=False)
     try:
@@ -460,29 +475,20 @@ def save_curve_figure(path: Path, runs: dict[str, Path], window: int = 50) -> Pa
     return path
 
 
-def _alpha_maps(run: RunFolder, names: list[str], device: str) -> dict[str, np.ndarray]:
-    """view -> (H, W, 3) Fig. 6-style colour map of the learnt alpha's argmax (red subpart, blue part,
-    green whole, white background; :data:`gags.distill.alpha.LEVEL_COLOURS`); empty when the run has no
-    learnt alpha."""
-    if not run.language.exists():
-        return {}
-    import torch
-
+def _alpha_maps(field: LanguageField, cameras: list[Camera]) -> dict[str, np.ndarray]:
+    """camera name -> (H, W, 3) Fig. 6-style colour map of the learnt alpha's argmax (red subpart, blue
+    part, green whole, white background; :data:`gags.distill.alpha.LEVEL_COLOURS`); empty when the
+    field has no learnt alpha."""
     from gags.distill.alpha import alpha_argmax_maps, colourise
-    from gags.distill.field import LanguageField
     from gags.scene.cameras import stack_cameras
-    from gags.scene.load import load_run_scene
 
-    field = LanguageField.load(run.language, device=torch.device(device))
     if field.method != "gags":
         return {}
-    scene = load_run_scene(run)
     out = {}
-    for name in names:
-        cam = scene.camera_by_name(name)
+    for cam in cameras:
         viewmats, Ks = stack_cameras([cam])
         levels = alpha_argmax_maps(field, viewmats, Ks, cam.width, cam.height)[0]
-        out[name] = colourise(levels).numpy()
+        out[cam.name] = colourise(levels).numpy()
     return out
 
 
@@ -506,27 +512,15 @@ def winner_line(result: dict[str, Any]) -> str:
 
 
 def _relevance_maps(
-    run: RunFolder, scene_dir: Path, names: list[str], queries: tuple[str, ...], device: str
+    engine: QueryEngine, cameras: list[Camera], queries: tuple[str, ...]
 ) -> dict[str, list[np.ndarray]]:
-    """view -> one (H, W) normalised relevance per query; empty when the run has no language field."""
-    if not queries or not run.language.exists():
+    """camera name -> one (H, W) normalised relevance per query (one render per view, shared by every
+    query); empty without queries."""
+    if not queries:
         return {}
-    import torch
-
-    from gags.scene.load import load_run_scene
-    from gags.stages.query import open_engine
-
-    engine = open_engine(run, torch.device(device))
-    scene = load_run_scene(run)
-    queries = engine.embed(list(queries))
+    embedded = engine.embed(list(queries))
     out: dict[str, list[np.ndarray]] = {}
-    for name in names:  # one render per view, shared by every query
-        cam = scene.camera_by_name(name)
-        answer = engine.query_view(cam, queries, box_size=eval_box_size(cam.width))
-        out[name] = [m.normalised.numpy() for m in answer.maps]
+    for cam in cameras:
+        answer = engine.query_view(cam, embedded, box_size=eval_box_size(cam.width))
+        out[cam.name] = [m.normalised.numpy() for m in answer.maps]
     return out
-
-
-def main(cfg: DemoConfig) -> None:
-    """``gags demo``: run it; the report is printed by :func:`run_demo`."""
-    run_demo(cfg)
