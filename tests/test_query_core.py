@@ -101,7 +101,9 @@ def test_query_writes_overlays_and_several_texts_in_one_call(tmp_path, monkeypat
     encoder = CountingEncoder()
     field = ConstantField(encoder.encode_texts(["mug"])[0])
     monkeypatch.setattr(stage, "open_engine", lambda run, device: QueryEngine(field, encoder))
-    monkeypatch.setattr(stage, "render_rgb", lambda f, cam: torch.full((cam.height, cam.width, 3), 0.5))
+    monkeypatch.setattr(
+        stage, "render_rgb", lambda g, cam: np.full((cam.height, cam.width, 3), 0.5, np.float32)
+    )
     cams = tmp_path / "cams.json"
     cam = _camera()
     entry = {"K": cam.K.tolist(), "world_to_cam": cam.world_to_cam.tolist(), "width": 40, "height": 30}

@@ -168,10 +168,10 @@ def evaluate_frame(
         )
         rows[-1] |= {"iou": records[-1]["iou"], "hit": records[-1]["hit"]}
     if panel is not None:
+        from gags.query.live import render_rgb
         from gags.query.pictures import eval_frame_picture, save_png
-        from gags.stages.query import render_rgb
 
-        save_png(panel, eval_frame_picture(render_rgb(engine.field, camera).numpy(), rows))
+        save_png(panel, eval_frame_picture(render_rgb(engine.field.gaussians, camera), rows))
     return records
 
 

@@ -28,11 +28,12 @@ from gags.devices import resolve_device
 from gags.errors import GagsError, file_error, suggest
 from gags.io import atomic_path, write_json_atomic
 from gags.query import maps
+from gags.query.live import render_rgb
 from gags.query.maps import QueryEngine
 from gags.query.postprocess import BOX_SIZE, MASK_THRESHOLD, QueryMaps
 from gags.query.select3d import Selection3D, apply_selection
 from gags.runfolder import RunFolder, locked
-from gags.scene.cameras import Camera, stack_cameras
+from gags.scene.cameras import Camera
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -128,7 +129,7 @@ def query(cfg: QueryConfig) -> dict[str, Any]:
     results = [_new_result(t, engine, cfg) for t in texts]
     for camera in cameras:
         answer = engine.query_view(camera, queries, cfg.threshold, cfg.box_size)
-        rgb = render_rgb(engine.field, camera) if answer.maps else None
+        rgb = render_rgb(engine.field.gaussians, camera) if answer.maps else None
         for out, result, view_maps in zip(outs, results, answer.maps, strict=True):
             result["views"].append(save_view(out, camera, view_maps, rgb))
     for text, out, result in zip(texts, outs, results, strict=True):
@@ -177,17 +178,7 @@ def _forget_previous(out: Path, result: dict[str, Any]) -> None:
             (out / name).unlink(missing_ok=True)
 
 
-def render_rgb(field, camera: Camera) -> torch.Tensor:
-    """(H, W, 3) float RGB render of the field's splats in ``camera`` (CPU), for the overlays."""
-    from gags.splats.render import render
-
-    viewmats, Ks = stack_cameras([camera], device=field.device)
-    with torch.no_grad():
-        out = render(field.gaussians, viewmats, Ks, camera.width, camera.height, render_rgb=True)
-    return out.rgb[0].clamp(0, 1).cpu()
-
-
-def save_view(out: Path, camera: Camera, maps: QueryMaps, rgb: torch.Tensor | None = None) -> dict[str, Any]:
+def save_view(out: Path, camera: Camera, maps: QueryMaps, rgb: np.ndarray | None = None) -> dict[str, Any]:
     """Write the heatmap, mask (and, given the (H, W, 3) render, overlay) PNGs of one view; return
     its JSON record."""
     stem = Path(camera.name).stem
@@ -228,13 +219,13 @@ def save_heatmap_png(path: Path, normalised: torch.Tensor, point: tuple[int, int
 
 
 def save_overlay_png(
-    path: Path, rgb: torch.Tensor, normalised: torch.Tensor, point: tuple[int, int] | None = None
+    path: Path, rgb: np.ndarray, normalised: torch.Tensor, point: tuple[int, int] | None = None
 ) -> None:
     """The relevance composited over the (H, W, 3) render with the point, as the viewer and
     ``gags render`` show it (:func:`gags.query.pictures.query_picture`; atomic PNG)."""
     from gags.query.pictures import query_picture, save_png
 
-    save_png(path, query_picture(rgb.numpy(), normalised.numpy(), point))
+    save_png(path, query_picture(rgb, normalised.numpy(), point))
 
 
 def _draw_cross(rgb: np.ndarray, point: tuple[int, int]) -> None:
