@@ -524,3 +524,8 @@ def _relevance_maps(
         answer = engine.query_view(cam, embedded, box_size=eval_box_size(cam.width))
         out[cam.name] = [m.normalised.numpy() for m in answer.maps]
     return out
+
+
+def main(cfg: DemoConfig) -> None:
+    """``gags demo``: run it; the report is printed by :func:`run_demo`."""
+    run_demo(cfg)
