@@ -80,7 +80,7 @@ def main() -> None:
             device="cpu",
             backend="torch",
             prompts=PromptConfig(n=args.n_per_patch),
-            cleanup=CleanupConfig(score_thr=-1),
+            cleanup=CleanupConfig(score_thr=0.0),
         )
         summary = prepare_views(
             RunFolder(Path(tmp)),

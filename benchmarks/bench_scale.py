@@ -4,10 +4,12 @@ Sections (``--sections``, all by default):
 
 - ``views``: the synthetic scene regenerated with 20, 100, 500 views (``--views``) at ``--view-size``;
   per point, ``gags prepare`` (oracle segmenter and encoder) and ``gags distill`` (GaD, ``--steps``
-  steps) each in their own subprocess, so that each peak RSS (``ru_maxrss``) is its own: prepare
-  seconds per image and peak RSS, distill seconds per step, seconds to open the views (the check
-  pass) and peak RSS, streaming (the default view cache) and, for comparison, with every view held
-  in memory (``GAGS_VIEW_CACHE`` = the number of views: what ``load_all_view_targets`` did).
+  steps or one epoch, whichever is more, so that every view is rendered and the render cache holds
+  what a long run's holds) each in their own subprocess, so that each peak RSS (``ru_maxrss``) is its
+  own: prepare seconds per image and peak RSS, distill seconds per step, seconds to open the views
+  (the check pass), render-cache size and peak RSS, with the defaults (targets streamed, render cache
+  within its 512 MB budget) and, for comparison, with every view's targets and compositing weights
+  held in memory (``GAGS_VIEW_CACHE`` = the number of views and no budget: the previous behaviour).
 - ``resolution``: the same (streaming only) at ``--size-views`` views for each of ``--sizes``.
 - ``gaussians``: render time (forward; forward + backward of a 16-channel feature render, as
   distillation does) and peak RSS of ``--gaussians`` random Gaussians at 512x384 on the portable
@@ -38,6 +40,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve()
 SRC = HERE.parents[1] / "src"
+#: gags.distill.render_cache.DEFAULT_CACHE_MB (not imported: the parent process stays torch-free)
+DEFAULT_CACHE_MB = 512.0
+#: a render-cache budget no scene here reaches: every view's weights kept (the previous behaviour)
+UNBOUNDED_MB = 1e9
 
 
 # ----------------------------------------------------------------------------- children (one point each)
@@ -113,16 +119,20 @@ def child_prepare(run: Path, scene: Path) -> dict:
     }
 
 
-def child_distill(run: Path, steps: int, backend: str) -> dict:
-    """``gags distill`` (GaD) for ``steps`` steps; the view cache comes from ``GAGS_VIEW_CACHE``.
+def child_distill(run: Path, steps: int, backend: str, budget_mb: float) -> dict:
+    """``gags distill`` (GaD) for at least ``steps`` steps and at least one epoch (every view rendered
+    once, so the render cache holds what it holds in a long run); the view cache comes from
+    ``GAGS_VIEW_CACHE``, the render cache's budget is ``budget_mb``.
 
-    The loop itself is timed (wall and process CPU), apart from opening the views.
+    The loop itself is timed (wall and process CPU, first epoch's compositing weights included),
+    apart from opening the views.
     """
     import gags.stages.distill as stage
     from gags.distill.targets import default_cache_views
 
     loop: dict[str, float] = {}
-    real_train = stage.train_field
+    real_train, real_renderers = stage.train_field, stage.view_renderers
+    made: list = []
 
     def timed_train(*a, **k):
         t, cpu = time.perf_counter(), time.process_time()
@@ -131,11 +141,23 @@ def child_distill(run: Path, steps: int, backend: str) -> dict:
         finally:
             loop["wall"], loop["cpu"] = time.perf_counter() - t, time.process_time() - cpu
 
-    stage.train_field = timed_train
+    def kept_renderers(*a, **k):
+        made.append(real_renderers(*a, **k))
+        return made[-1]
+
+    stage.train_field, stage.view_renderers = timed_train, kept_renderers
     base = _rss_mb()
     t = time.perf_counter()
+    steps = max(steps, _train_views(run))
     stats = stage.distill(
-        stage.DistillConfig(run=run, iterations=steps, progress=False, device="cpu", backend=backend)
+        stage.DistillConfig(
+            run=run,
+            iterations=steps,
+            progress=False,
+            device="cpu",
+            backend=backend,
+            render_cache_mb=budget_mb,
+        )
     )
     total = time.perf_counter() - t
     return {
@@ -144,11 +166,19 @@ def child_distill(run: Path, steps: int, backend: str) -> dict:
         "cpu_s_per_step": round(loop["cpu"] / steps, 4),
         "open_views_s": round(total - stats["seconds"], 2),
         "view_cache": default_cache_views(),
+        "render_cache_budget_mb": budget_mb,
+        "render_cache_mb": round(made[-1].cached_bytes / 2**20, 1),
+        "views_render_cached": len(made[-1].cached),
         "views": stats["views"],
         "gaussians": stats["gaussians"],
         "peak_rss_mb": round(_rss_mb(), 1),
         "rss_before_mb": round(base, 1),
     }
+
+
+def _train_views(run: Path) -> int:
+    """The number of training views of ``run`` (its prepared segment files)."""
+    return len(list((run / "segments").glob("*.npz")))
 
 
 def child_render(n: int, width: int, height: int, repeats: int) -> dict:
@@ -279,22 +309,24 @@ def _size(text: str) -> tuple[int, int]:
 _POINTS: dict[tuple[int, str], dict] = {}
 
 
-def _point(out: Path, views: int, size: str, steps: int, backend: str, cache: Path, held: bool) -> dict:
+def _point(
+    out: Path, views: int, size: str, steps: int, backend: str, cache: Path, held: bool, budget_mb: float
+) -> dict:
     """One (views, size) point (measured once per run of this script); ``held``: also distil with
     every view in memory."""
     if (views, size) not in _POINTS:
-        _POINTS[views, size] = _measure_point(out, views, size, steps, backend, cache, held)
+        _POINTS[views, size] = _measure_point(out, views, size, steps, backend, cache, held, budget_mb)
     return _POINTS[views, size]
 
 
 def _measure_point(
-    out: Path, views: int, size: str, steps: int, backend: str, cache: Path, held: bool
+    out: Path, views: int, size: str, steps: int, backend: str, cache: Path, held: bool, budget_mb: float
 ) -> dict:
     width, height = _size(size)
     run = out / f"run_{views}v_{width}x{height}"
     setup = _child(["setup", str(run), str(views), str(width), str(height), str(cache)])
     prep = _child(["prepare", str(run), setup["scene"]])
-    stream = _child(["distill", str(run), str(steps), backend])
+    stream = _child(["distill", str(run), str(steps), backend, str(budget_mb)])
     point = {
         "views": views,
         "size": f"{width}x{height}",
@@ -303,8 +335,9 @@ def _measure_point(
         "distill_streaming": stream,
     }
     if held:
-        env = _env(GAGS_VIEW_CACHE=str(views + 1))
-        point["distill_all_in_memory"] = _child(["distill", str(run), str(steps), backend], env=env)
+        env = _env(GAGS_VIEW_CACHE=str(views + 1))  # every target and every view's weights held
+        unbounded = ["distill", str(run), str(steps), backend, str(UNBOUNDED_MB)]
+        point["distill_all_in_memory"] = _child(unbounded, env=env)
     return point
 
 
@@ -345,6 +378,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--parity-steps", type=int, default=100)
     parser.add_argument("--backend", default="torch", help="render backend of the distill points")
+    parser.add_argument(
+        "--render-cache-mb", type=float, default=DEFAULT_CACHE_MB, help="gags distill --render-cache-mb"
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -355,7 +391,7 @@ def main() -> None:
         elif kind == "prepare":
             result = child_prepare(Path(rest[0]), Path(rest[1]))
         elif kind == "distill":
-            result = child_distill(Path(rest[0]), int(rest[1]), rest[2])
+            result = child_distill(Path(rest[0]), int(rest[1]), rest[2], float(rest[3]))
         elif kind == "render":
             result = child_render(int(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]))
         elif kind == "parity":
@@ -387,7 +423,10 @@ def main() -> None:
         if section not in args.sections:
             continue
         held = section == "views"  # the in-memory comparison is about the number of views
-        points = [_point(out, n, size, args.steps, args.backend, cache, held) for n, size in where]
+        points = [
+            _point(out, n, size, args.steps, args.backend, cache, held, args.render_cache_mb)
+            for n, size in where
+        ]
         growth = {
             name: _growth(points, key, get)
             for name, get in stage_figures.items()

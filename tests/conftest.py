@@ -102,9 +102,9 @@ def reduced_run(tmp_path_factory) -> Path:
     """A reduced synthetic run (``DemoConfig.reduced``, no baselines): splats, segments, language field.
 
     Built once per session (about 40 s on 2 cores) for the tests that only read a run (viewer, video,
-    frames). The field is distilled at full resolution for 60 steps (the reduced demo's 5 steps at half
-    resolution do not find the mug), so the viewer test can look for it. ``GAGS_TEST_RUN=/path/to/run``
-    uses an existing synthetic run instead.
+    frames). The field is distilled at full resolution, 2048 pixels per view, for 60 steps (the reduced
+    demo's 5 steps at half resolution do not find the mug), so the viewer test can look for it.
+    ``GAGS_TEST_RUN=/path/to/run`` uses an existing synthetic run instead.
     """
     given = os.environ.get("GAGS_TEST_RUN")
     if given:
@@ -119,6 +119,7 @@ def reduced_run(tmp_path_factory) -> Path:
         cache_dir=root / "cache",
         distill_iterations=60,
         distill_downscale=1.0,
+        distill_pixels=2048,
     )
     run_demo(cfg)
     return cfg.out

@@ -10,7 +10,7 @@ import torch
 from gags.distill.alpha import alpha_argmax, alpha_argmax_maps, colourise, render_alpha
 from gags.distill.decoders import GaDDecoders, GranularityDecoder, decoder_config
 from gags.distill.field import LanguageField
-from gags.distill.render_cache import cache_view
+from gags.distill.render_cache import cache_view, view_renderers
 from gags.errors import GagsError
 from gags.splats.gaussians import Gaussians
 from gags.splats.render import render
@@ -41,6 +41,27 @@ def test_cached_render_matches_the_rasteriser_and_its_gradient(backend):
         (g_got,) = torch.autograd.grad((got * weights).sum(), field)
         torch.testing.assert_close(g_got, g_ref, atol=1e-5, rtol=1e-5)
         assert 0 < cached.nnz < H * W * len(gs)
+
+
+def test_render_cache_stays_within_its_budget_and_renders_the_rest_alike():
+    from gags.scene.cameras import Camera
+
+    gs = _gaussians(200, 6).detach()
+    viewmats, Ks = _cameras(2)
+    cams = [Camera(f"v{i}", Ks[i % 2].numpy(), viewmats[i % 2].numpy(), W, H) for i in range(6)]
+    field = torch.randn(len(gs), 6, generator=torch.Generator().manual_seed(1))
+    one_view = cache_view(gs, viewmats[0], Ks[0], W, H).nbytes
+    budget_mb = 2.5 * one_view / 2**20  # room for two views of this size, not three
+    cached = view_renderers(gs, cams, "dense", cache=True, budget_mb=budget_mb)
+    plain = view_renderers(gs, cams, "dense", cache=False)
+    assert len(cached) == len(cams)
+    for i in (3, 0, 5, 1, 3, 0, 2):
+        torch.testing.assert_close(cached[i](field), plain[i](field), atol=1e-5, rtol=1e-5)
+    assert sorted(cached.cached) == [0, 3]  # the first two views rendered, then the budget is spent
+    assert cached.cached_bytes <= budget_mb * 2**20
+    assert not plain.cached and plain.cached_bytes == 0
+    with pytest.raises(IndexError):
+        cached[6]
 
 
 def _two_blobs() -> Gaussians:

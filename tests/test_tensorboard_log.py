@@ -11,6 +11,7 @@ import pytest
 from gags.stages.distill import DistillConfig, distill
 from gags.stages.tblog import LogConfig, open_log
 from gags.stages.train_rgb import TrainConfig, train_rgb
+from tests.conftest import TINY_SCENE
 
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
@@ -31,7 +32,7 @@ def test_train_rgb_writes_loss_psnr_count_and_rates(tiny_run, tmp_path):
     out = tmp_path / "run"
     cfg = TrainConfig(
         data=tiny_run.scene, out=out, iterations=4, eval_every=2, device="cpu", progress=False,
-        sh_degree=0, log=LogConfig(every=2),
+        sh_degree=0, log=LogConfig(every=2, images_every=3),
     )  # fmt: skip
     train_rgb(cfg)
     acc = _read(out / "tensorboard" / "train_rgb")
@@ -43,12 +44,16 @@ def test_train_rgb_writes_loss_psnr_count_and_rates(tiny_run, tmp_path):
     for tag in want:
         assert all(math.isfinite(v) for v in _values(acc, tag)), tag
     assert _values(acc, "gaussians/count")[-1] > 0
-    assert "eval/render_vs_target" in acc.Tags()["images"]
+    # render | target at every evaluation (0, 2, 4) and every --log.images-every steps (3)
+    previews = acc.Images("eval/render_vs_target")
+    assert [e.step for e in previews] == [0, 2, 3, 4]
+    assert (previews[0].width, previews[0].height) == (2 * TINY_SCENE["width"], TINY_SCENE["height"])
 
 
 def test_distill_writes_loss_terms_alpha_and_rates(run_copy):
     assert (run_copy / "tensorboard" / "distill").is_dir()  # the fixture's 5-step run logged too
-    distill(DistillConfig(run=run_copy, iterations=4, device="cpu", progress=False, log=LogConfig(every=1)))
+    log = LogConfig(every=1, images_every=3)
+    distill(DistillConfig(run=run_copy, iterations=4, device="cpu", progress=False, log=log))
     acc = _read(run_copy / "tensorboard" / "distill")  # the re-run from step 0 hides the earlier curve
     tags = set(acc.Tags()["scalars"])
     alpha = {f"alpha/{level}" for level in ("subpart", "part", "whole")}
@@ -61,7 +66,8 @@ def test_distill_writes_loss_terms_alpha_and_rates(run_copy):
     assert all(0 <= v <= 1 for tag in alpha for v in _values(acc, tag))
     # the trained field in one view: PCA false colour and the alpha-argmax map (paper Fig. 6)
     assert {"field/pca", "field/alpha_argmax"} <= set(acc.Tags()["images"])
-    assert acc.Images("field/pca")[-1].step == 4
+    assert [e.step for e in acc.Images("field/pca")] == [3, 4]  # every 3 steps and the last
+    assert [e.step for e in acc.Images("field/alpha_argmax")] == [3, 4]
 
 
 def test_no_tensorboard_writes_nothing(run_copy):

@@ -32,7 +32,7 @@ class _Eta(nn.Module):
         self.net, self.shared = net, shared
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.both(x)[1] if self.shared else self.net(x)
+        return self.net.eta(x) if self.shared else self.net(x)
 
 
 def granularity_decoder(field: LanguageField) -> nn.Module:

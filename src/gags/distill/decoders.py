@@ -134,6 +134,10 @@ class SharedDecoder(nn.Module):
         h = self.trunk(x)
         return self.head(h), self.eta_head(h)
 
+    def eta(self, x: torch.Tensor) -> torch.Tensor:
+        """Only the granularity logits eta (..., 3) (``both(x)[1]`` without the feature head's cost)."""
+        return self.eta_head(self.trunk(x))
+
 
 class GaDDecoders(nn.Module):
     """The decoders of one GaD field in either form, behind one call.

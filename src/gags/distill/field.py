@@ -85,10 +85,21 @@ class LanguageField:
             raise file_error(
                 path, f"is missing {', '.join(missing)}: not a language field written by gags distill"
             )
-        method = str(payload["method"])
         splats_path = Path(splats_path) if splats_path is not None else path.parent / "splats.ply"
-        gaussians = load_ply(splats_path).detach()
-        levels = _levels(payload, path)
+        return cls.from_payload(payload, load_ply(splats_path).detach(), path, splats_path).to(device)
+
+    @classmethod
+    def from_payload(
+        cls,
+        payload: dict[str, Any],
+        gaussians: Gaussians,
+        path: str | Path = "language.pt",
+        splats_path: str | Path = "splats.ply",
+    ) -> LanguageField:
+        """The field of a ``language.pt`` dict (read from disk, or built in memory by ``gags distill``
+        for its TensorBoard images) on ``gaussians``; ``path`` and ``splats_path`` name the files in
+        errors."""
+        levels = _levels(payload, Path(path))
         features = payload["features"]
         fields = list(features) if len(levels) > 1 else [features]
         if len(fields) != len(levels):
@@ -99,18 +110,17 @@ class LanguageField:
                 raise file_error(path, f"has features {got} but {splats_path} has {len(gaussians)} Gaussians")
             if not torch.isfinite(f).all():
                 raise file_error(path, f"holds NaN or infinite features; {REGENERATE}")
-        decoder = _build_decoder(payload, path)
-        field = cls(
+        decoder = _build_decoder(payload, Path(path))
+        return cls(
             gaussians=gaussians,
             fields=[f.float() for f in fields],
             decoder=decoder.eval(),
-            method=method,
+            method=str(payload["method"]),
             levels=levels,
             embed_dim=int(payload["embed_dim"]),
             encoder=dict(payload.get("encoder") or {}),
             payload=payload,
         )
-        return field.to(device)
 
     def to(self, device: torch.device | str) -> LanguageField:
         return dataclasses.replace(

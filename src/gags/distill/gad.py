@@ -13,6 +13,7 @@ taken from the argmax of that constant (the first level on ties, as ``torch.argm
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any, Literal
 
@@ -153,7 +154,7 @@ class GaDTrainer:
         return TrainedField(
             features=[self.field.detach().cpu()],
             levels=self.method.level_names,
-            decoder=self.decoders.feature.cpu(),
+            decoder=copy.deepcopy(self.decoders.feature).cpu(),  # the trainer's stays where it is
             decoder_config=decoder_config(self.method.decoder_form, self.embed_dim, self.feature_dim),
             extra={
                 "granularity_decoder": None

@@ -18,6 +18,7 @@ The learning rate and the autoencoder's epochs are this method's own settings (:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
 
@@ -130,7 +131,7 @@ class LangSplatTrainer:
 
     def result(self) -> TrainedField:
         fields = F.normalize(self.raw.detach(), dim=-1).permute(1, 0, 2).contiguous().cpu()  # (3, N, 3)
-        autoencoder: Autoencoder = self.autoencoder.cpu()
+        autoencoder: Autoencoder = copy.deepcopy(self.autoencoder).cpu()  # the trainer's stays put
         return TrainedField(
             features=list(fields),
             levels=LEVELS,

@@ -101,7 +101,8 @@ class FieldTrainer(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
     def result(self) -> TrainedField:
-        """The trained field (detached, on the CPU)."""
+        """The trained field (detached copies, on the CPU); the trainer is left as it is, so this may be
+        called mid-run (TensorBoard images)."""
         ...
 
 

@@ -30,7 +30,7 @@ from gags.distill.gad import GaD
 from gags.distill.langsplat import LangSplat
 from gags.distill.methods import DistillContext, DistillMethod, FieldTrainer, TrainedField
 from gags.distill.parallel import DataParallel
-from gags.distill.render_cache import view_renderers
+from gags.distill.render_cache import DEFAULT_CACHE_MB, view_renderers
 from gags.distill.schedule import Schedule
 from gags.distill.targets import ViewTargetStore
 from gags.distill.train import LoopState, train_field
@@ -91,10 +91,14 @@ class DistillConfig:
     WORLD_SIZE x this many views"""
     pixels_per_view: int = 0
     """supervise each view at this many of its valid pixels, drawn afresh every step (0: all, as the
-    reference); the decoders' cost is proportional to the pixels"""
+    reference); the decoders' cost is proportional to the pixels. GaD methods only: LangSplat's loss
+    needs no decoder and supervises every masked pixel"""
     cache_render: bool = True
     """precompute each view's compositing weights once (exact: geometry is frozen) instead of
     rasterising at every step (gags.distill.render_cache)"""
+    render_cache_mb: float = DEFAULT_CACHE_MB
+    """memory budget of --cache-render, MB: views first rendered after it is spent are rasterised at
+    every step, so memory stays bounded however many views the scene has"""
     log: LogConfig = dataclasses.field(default_factory=LogConfig)
     """TensorBoard: loss terms, mean alpha per level, learning rates (RUN/tensorboard/distill)"""
 
@@ -155,6 +159,8 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         raise GagsError(f"--feature-dim must be at least 1, got {cfg.feature_dim}")
     if not (cfg.downscale > 0 and cfg.downscale < float("inf")):
         raise GagsError(f"--downscale must be a positive number, got {cfg.downscale}")
+    if not (0 <= cfg.render_cache_mb < float("inf")):
+        raise GagsError(f"--render-cache-mb must be a number of MB >= 0, got {cfg.render_cache_mb}")
     if cfg.checkpoint_every < 0:
         raise GagsError(f"--checkpoint-every must be >= 0 (0: only at the end), got {cfg.checkpoint_every}")
     validate_log_config(cfg.log)
@@ -183,11 +189,14 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     start = state.step
 
     # timed: part of the cost
-    renderers = view_renderers(gaussians, views.view_cameras, cfg.backend, cfg.cache_render)
+    renderers = view_renderers(
+        gaussians, views.view_cameras, cfg.backend, cfg.cache_render, cfg.render_cache_mb
+    )
     curve: list[dict[str, float]] = []
     # one writer of the TensorBoard events (rank 0's own losses; distill_curve.json has the ranks' mean)
     logging = start < cfg.iterations and dist.is_main()
     tb = open_log(cfg.log, run.root, "distill", start) if logging else ScalarLog(None)
+    images = field_images_logger(tb, trainer, gaussians, views.view_cameras[0], embed_dim, cfg)
     try:
         stats = train_field(
             trainer,
@@ -199,7 +208,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
             views_per_step=cfg.views_per_step,
             pixels_per_view=cfg.pixels_per_view,
             seed=cfg.seed,
-            log=curve_logger(curve, tb, trainer, cfg.iterations),
+            log=curve_logger(curve, tb, trainer, cfg.iterations, images),
             checkpoint=lambda s: _save_checkpoint(ckpt_path, cfg, trainer, s),
             checkpoint_every=cfg.checkpoint_every,
             progress=progress,
@@ -215,8 +224,6 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
             _save_checkpoint(ckpt_path, cfg, trainer, state)
             write_language_outputs(run, gaussians, trainer.result(), method, embed_dim, spec, cfg)
             write_curve(run, curve, start)
-            if tb.enabled:
-                log_field_images(tb, run, views.view_cameras[0], cfg.iterations, cfg.backend)
             run.record_stage(
                 "distill",
                 cfg,
@@ -246,35 +253,56 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     }
 
 
-def log_field_images(tb: ScalarLog, run: RunFolder, camera: Camera, step: int, backend: Backend) -> None:
-    """TensorBoard images of the trained field in one training view: ``field/pca`` (the first level's
-    per-Gaussian features in false colour, :class:`gags.query.pictures.PCABasis`) and, for a learnt
-    alpha, ``field/alpha_argmax`` (the paper's Fig. 6 map, :mod:`gags.distill.alpha`)."""
+def field_images_logger(
+    tb: ScalarLog,
+    trainer: FieldTrainer,
+    gaussians: Gaussians,
+    camera: Camera,
+    embed_dim: int,
+    cfg: DistillConfig,
+) -> Callable[[int], None]:
+    """TensorBoard images of the field being trained, in one training view at the supervision
+    resolution: ``field/pca`` (the first level's per-Gaussian features in false colour,
+    :class:`gags.query.pictures.PCABasis`) and, for a learnt alpha, ``field/alpha_argmax`` (the paper's
+    Fig. 6 map, :mod:`gags.distill.alpha`). Built from the trainer's current state through the same
+    ``language.pt`` dict the stage writes, rendered on the CPU."""
     from gags.distill.alpha import alpha_argmax_maps, colourise
     from gags.distill.field import LanguageField
     from gags.query.pictures import PCABasis
 
-    field = LanguageField.load(run.language, device="cpu")
+    cpu_splats = gaussians.to("cpu")
     viewmats, Ks = stack_cameras([camera])
-    features = field.fields[0]
-    out = field.render_field(0, viewmats, Ks, camera.width, camera.height, backend)
-    pca = PCABasis(features.numpy()).colors(out.features[0].numpy(), out.alpha[0].numpy())
-    tb.image("field/pca", step, torch.from_numpy(pca).float() / 255)
-    if field.method == "gags":
-        levels = alpha_argmax_maps(field, viewmats, Ks, camera.width, camera.height, backend)[0]
-        tb.image("field/alpha_argmax", step, colourise(levels))
+
+    def log(step: int) -> None:
+        payload = language_payload(trainer.result(), cfg.method, embed_dim, {}, cfg)
+        field = LanguageField.from_payload(payload, cpu_splats)
+        out = field.render_field(0, viewmats, Ks, camera.width, camera.height, cfg.backend)
+        pca = PCABasis(field.fields[0].numpy()).colors(out.features[0].numpy(), out.alpha[0].numpy())
+        tb.image("field/pca", step, torch.from_numpy(pca).float() / 255)
+        if field.method == "gags":
+            levels = alpha_argmax_maps(field, viewmats, Ks, camera.width, camera.height, cfg.backend)[0]
+            tb.image("field/alpha_argmax", step, colourise(levels))
+
+    return log
 
 
 def curve_logger(
-    curve: list[dict[str, float]], tb: ScalarLog, trainer: FieldTrainer, iterations: int
+    curve: list[dict[str, float]],
+    tb: ScalarLog,
+    trainer: FieldTrainer,
+    iterations: int,
+    images: Callable[[int], None] | None = None,
 ) -> Callable[[dict[str, float]], None]:
     """The loop's ``log`` callback: append each step's record to ``curve`` (distill_curve.json) and, every
     ``--log.every`` steps and at the last, write it to TensorBoard: ``loss/*`` (total and each term),
-    ``alpha/LEVEL`` (mean alpha per level), ``lr/factor`` (schedule) and ``lr/GROUP`` (current rates)."""
+    ``alpha/LEVEL`` (mean alpha per level), ``lr/factor`` (schedule) and ``lr/GROUP`` (current rates);
+    every ``--log.images-every`` steps and at the last, call ``images`` with the step."""
 
     def log(record: dict[str, float]) -> None:
         curve.append(record)
         step = int(record["step"])
+        if images is not None and tb.images_due(step, last=step == iterations):
+            images(step)
         if not tb.due(step, last=step == iterations):
             return
         values = {"lr/factor": record["lr"]}
@@ -301,7 +329,20 @@ def write_language_outputs(
     ``splats_language.ply`` (splats plus ``semantic[_LEVEL]_i`` channels per level)."""
     from gags.splats.ply import save_ply
 
-    payload = {
+    save_torch_atomic(run.language, language_payload(trained, method, embed_dim, encoder, cfg))
+    prefixes = ["semantic"] if len(trained.features) == 1 else [f"semantic_{n}" for n in trained.levels]
+    channels = torch.cat([f.cpu() for f in trained.features], dim=1)
+    names = [f"{p}_{i}" for p, f in zip(prefixes, trained.features, strict=True) for i in range(f.shape[1])]
+    save_ply(
+        run.splats_language, dataclasses.replace(gaussians.to("cpu"), features=channels, feature_names=names)
+    )
+
+
+def language_payload(
+    trained: TrainedField, method: DistillMethod, embed_dim: int, encoder: dict[str, Any], cfg: DistillConfig
+) -> dict[str, Any]:
+    """The ``language.pt`` dict of a trained field: plain tensors and dicts only (``weights_only``)."""
+    return {
         "format": 2,
         "features": torch.stack(trained.features) if len(trained.features) > 1 else trained.features[0],
         "levels": list(trained.levels),
@@ -313,13 +354,6 @@ def write_language_outputs(
         "config": _plain(dataclasses.asdict(cfg)),
         **trained.extra,
     }
-    save_torch_atomic(run.language, payload)
-    prefixes = ["semantic"] if len(trained.features) == 1 else [f"semantic_{n}" for n in trained.levels]
-    channels = torch.cat([f.cpu() for f in trained.features], dim=1)
-    names = [f"{p}_{i}" for p, f in zip(prefixes, trained.features, strict=True) for i in range(f.shape[1])]
-    save_ply(
-        run.splats_language, dataclasses.replace(gaussians.to("cpu"), features=channels, feature_names=names)
-    )
 
 
 def _plain(value: Any) -> Any:

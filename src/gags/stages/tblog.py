@@ -34,6 +34,10 @@ class LogConfig:
     """TensorBoard folder (default RUN/tensorboard); each stage writes into its own subfolder"""
     every: int = 10
     """steps between scalar records (>= 1); evaluations are logged whenever they run"""
+    images_every: int = 500
+    """steps between image records (train-rgb: render | target of the first evaluation view; distill:
+    the field's PCA colours and the alpha-argmax map of the first training view), and at the last
+    step; 0: at the last step only"""
 
 
 class ScalarLog:
@@ -46,8 +50,10 @@ class ScalarLog:
         folder: Path | None = None,
         keep: tuple[Path, ...] = (),
         created: tuple[Path, ...] = (),
+        images_every: int = 0,
     ) -> None:
         self.writer, self.every = writer, max(1, int(every))
+        self.images_every = max(0, int(images_every))
         self.folder, self.keep = folder, set(keep)  # keep: what the folder held before this log
         self.created = created  # folders made for this log, innermost first
 
@@ -58,6 +64,10 @@ class ScalarLog:
     def due(self, step: int, last: bool = False) -> bool:
         """Whether scalars of ``step`` (1-based) should be written: every ``every`` steps and the last."""
         return self.enabled and (last or step % self.every == 0)
+
+    def images_due(self, step: int, last: bool = False) -> bool:
+        """Whether images of ``step`` (1-based) should be written: every ``images_every`` and the last."""
+        return self.enabled and (last or (self.images_every > 0 and step % self.images_every == 0))
 
     def scalars(self, step: int, values: Mapping[str, float]) -> None:
         """Write ``{tag: value}`` at ``step``; non-finite values are skipped."""
@@ -99,9 +109,11 @@ def log_dir(cfg: LogConfig, run_root: Path, stage: str) -> Path:
 
 
 def validate_log_config(cfg: LogConfig) -> None:
-    """Reject a non-positive ``--log.every`` before anything is written."""
+    """Reject a non-positive ``--log.every`` or a negative ``--log.images-every`` before any write."""
     if cfg.every < 1:
         raise GagsError(f"--log.every must be >= 1 step, got {cfg.every}")
+    if cfg.images_every < 0:
+        raise GagsError(f"--log.images-every must be >= 0 steps (0: last step only), got {cfg.images_every}")
 
 
 def open_log(cfg: LogConfig, run_root: Path, stage: str, start_step: int = 0) -> ScalarLog:
@@ -126,7 +138,7 @@ def open_log(cfg: LogConfig, run_root: Path, stage: str, start_step: int = 0) ->
     keep = tuple(folder.iterdir()) if folder.is_dir() else ()
     folder.mkdir(parents=True, exist_ok=True)
     writer = SummaryWriter(log_dir=str(folder), purge_step=int(start_step))
-    return ScalarLog(writer, cfg.every, folder, keep, created)
+    return ScalarLog(writer, cfg.every, folder, keep, created, cfg.images_every)
 
 
 def optimizer_lrs(optimizers: Mapping[str, torch.optim.Optimizer] | list[torch.optim.Optimizer]) -> dict:

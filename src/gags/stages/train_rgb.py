@@ -327,7 +327,7 @@ class Trainer:
         self.densifier.generator.manual_seed(cfg.seed)
         self._images: dict[int, torch.Tensor] = {}
         self.tb = ScalarLog(None)
-        self._preview: torch.Tensor | None = None
+        self._preview_step = -1  # the step of the last render | target image written
 
     # ----- set-up -----------------------------------------------------------------------------
     def _initial_gaussians(self) -> Gaussians:
@@ -411,6 +411,8 @@ class Trainer:
             if self.step % 10 == 0 or self.step == self.cfg.iterations:
                 bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{train_psnr:.2f}", n=len(self.params["means"]))
             self._log_step(loss, train_psnr)
+            if self.tb.images_due(self.step, last=self.step == self.cfg.iterations):
+                self._log_preview(self.step)
             if self.cfg.eval_every and self.step % self.cfg.eval_every == 0 and self.cfg.evaluate:
                 self.history.append({"step": self.step, **self.evaluate(self.step, summary_only=True)})
                 self._log_eval(self.step, self.history[-1])
@@ -438,8 +440,23 @@ class Trainer:
         """TensorBoard ``eval/*``: mean PSNR (dB) and SSIM of the evaluation views (held out, else the
         training views: ``eval/rgb_metrics.json`` says which) and the first one's render | target."""
         self.tb.scalars(step, {"eval/psnr": summary["psnr"], "eval/ssim": summary["ssim"]})
-        if self._preview is not None:
-            self.tb.image("eval/render_vs_target", step, self._preview)
+        self._log_preview(step)
+
+    @torch.no_grad()
+    def _log_preview(self, step: int) -> None:
+        """TensorBoard ``eval/render_vs_target`` at ``step``: the first evaluation view's render | target,
+        (H, 2W, 3); once per step (evaluations and ``--log.images-every`` may coincide)."""
+        if not self.tb.enabled or self._preview_step == step:
+            return
+        cam = self.eval_cameras()[1][0]
+        viewmats, Ks = stack_cameras([cam], self.device)
+        out = render(
+            self.gaussians().detach(), viewmats, Ks, cam.width, cam.height,
+            sh_degree=self.active_degree(step), background=self.background, backend=self.cfg.backend,
+        )  # fmt: skip
+        target = load_image(cam, self.scene.background).to(self.device)
+        self.tb.image("eval/render_vs_target", step, torch.cat([out.rgb[0].clamp(0, 1), target], dim=1))
+        self._preview_step = step
 
     def train_step(self) -> tuple[float, float]:
         """One optimisation step on ``batch_size`` views; returns (loss, PSNR) of the batch."""
@@ -530,8 +547,6 @@ class Trainer:
             image = out.rgb[0].clamp(0, 1)
             target = load_image(cam, self.scene.background).to(self.device)
             per_view[cam.name] = {"psnr": float(psnr(image, target)), "ssim": float(ssim(image, target))}
-            if len(per_view) == 1 and self.tb.enabled:
-                self._preview = torch.cat([image, target], dim=1)  # (H, 2W, 3): render | target
             if save_dir is not None:
                 _save_png(save_dir / f"{Path(cam.name).stem}.png", image)
         summary = {
