@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from gags.segment.prompts import PromptConfig
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FERN = DATA / "fern_llff"
 PRESETS = ("quick", "paper")
@@ -76,42 +78,15 @@ def train_rgb_cost(preset: str, steps: int, out: Path) -> dict:
 
 
 def prepare_cost(views: int) -> dict:
-    import numpy as np
-    from bench_prepare import gaussians_in_view  # the benchmarks folder is on sys.path
-    from PIL import Image
+    from bench_prepare import time_one_view  # the benchmarks folder is on sys.path
 
-    from gags.models.openclip import OpenClipEncoder
-    from gags.models.sam import SamConfig, SamSegmenter, build_sam
-    from gags.runfolder import RunFolder
-    from gags.scene.cameras import Camera
-    from gags.segment.cleanup import CleanupConfig
-    from gags.stages.prepare import PrepareConfig, prepare_views
-
-    W, H = 504, 378
-    image = np.asarray(Image.open(FERN / "images_8" / "image000.png").convert("RGB").resize((W, H)))
-    cam = Camera("view.png", np.array([[407.0, 0, W / 2], [0, 407.0, H / 2], [0, 0, 1]]), np.eye(4), W, H)
-    sam_cfg = SamConfig(model="vit_h", random_weights=True, pred_iou_thresh=-1e9, stability_thresh=0.0)
-    t0 = time.perf_counter()
-    segmenter = SamSegmenter(build_sam(sam_cfg), sam_cfg)
-    encoder = OpenClipEncoder("ViT-B-16", pretrained=None)
-    build_s = time.perf_counter() - t0
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = PrepareConfig(
-            run=Path(tmp), device="cpu", backend="torch", cleanup=CleanupConfig(score_thr=0.0)
-        )
-        t0 = time.perf_counter()
-        summary = prepare_views(
-            RunFolder(Path(tmp)), [cam], gaussians_in_view(20_000), lambda c: image, segmenter, encoder, cfg
-        )
-        per_image = time.perf_counter() - t0
+    one = time_one_view("vit_h", PromptConfig().n, 20_000)
     return {
+        **one,
         "models": "SAM vit_h + OpenCLIP ViT-B-16 (random weights), both presets",
-        "image": [W, H],
-        "model_build_s": round(build_s, 1),
-        "s_per_image": round(per_image, 1),
-        "stage_s": {k: round(v, 2) for k, v in summary["timings"].items()},
+        "s_per_image": one["wall_s"],
         "images": views,
-        "total_s": round(per_image * views, 1),
+        "total_s": round(one["wall_s"] * views, 1),
     }
 
 

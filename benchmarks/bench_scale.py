@@ -40,8 +40,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve()
 SRC = HERE.parents[1] / "src"
-#: gags.distill.render_cache.DEFAULT_CACHE_MB (not imported: the parent process stays torch-free)
-DEFAULT_CACHE_MB = 512.0
 #: a render-cache budget no scene here reaches: every view's weights kept (the previous behaviour)
 UNBOUNDED_MB = 1e9
 
@@ -119,10 +117,10 @@ def child_prepare(run: Path, scene: Path) -> dict:
     }
 
 
-def child_distill(run: Path, steps: int, backend: str, budget_mb: float) -> dict:
+def child_distill(run: Path, steps: int, backend: str, budget_mb: float | None) -> dict:
     """``gags distill`` (GaD) for at least ``steps`` steps and at least one epoch (every view rendered
     once, so the render cache holds what it holds in a long run); the view cache comes from
-    ``GAGS_VIEW_CACHE``, the render cache's budget is ``budget_mb``.
+    ``GAGS_VIEW_CACHE``, the render cache's budget is ``budget_mb`` (None: ``gags distill``'s default).
 
     The loop itself is timed (wall and process CPU, first epoch's compositing weights included),
     apart from opening the views.
@@ -146,6 +144,8 @@ def child_distill(run: Path, steps: int, backend: str, budget_mb: float) -> dict
         return made[-1]
 
     stage.train_field, stage.view_renderers = timed_train, kept_renderers
+    if budget_mb is None:
+        budget_mb = stage.DistillConfig.render_cache_mb
     base = _rss_mb()
     t = time.perf_counter()
     steps = max(steps, _train_views(run))
@@ -310,7 +310,7 @@ _POINTS: dict[tuple[int, str], dict] = {}
 
 
 def _point(
-    out: Path, views: int, size: str, steps: int, backend: str, cache: Path, held: bool, budget_mb: float
+    out: Path, views: int, size: str, steps: int, backend: str, cache: Path, held: bool, budget_mb: str
 ) -> dict:
     """One (views, size) point (measured once per run of this script); ``held``: also distil with
     every view in memory."""
@@ -320,13 +320,13 @@ def _point(
 
 
 def _measure_point(
-    out: Path, views: int, size: str, steps: int, backend: str, cache: Path, held: bool, budget_mb: float
+    out: Path, views: int, size: str, steps: int, backend: str, cache: Path, held: bool, budget_mb: str
 ) -> dict:
     width, height = _size(size)
     run = out / f"run_{views}v_{width}x{height}"
     setup = _child(["setup", str(run), str(views), str(width), str(height), str(cache)])
     prep = _child(["prepare", str(run), setup["scene"]])
-    stream = _child(["distill", str(run), str(steps), backend, str(budget_mb)])
+    stream = _child(["distill", str(run), str(steps), backend, budget_mb])
     point = {
         "views": views,
         "size": f"{width}x{height}",
@@ -379,7 +379,7 @@ def main() -> None:
     parser.add_argument("--parity-steps", type=int, default=100)
     parser.add_argument("--backend", default="torch", help="render backend of the distill points")
     parser.add_argument(
-        "--render-cache-mb", type=float, default=DEFAULT_CACHE_MB, help="gags distill --render-cache-mb"
+        "--render-cache-mb", default="default", help="gags distill --render-cache-mb (default: its default)"
     )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -391,7 +391,8 @@ def main() -> None:
         elif kind == "prepare":
             result = child_prepare(Path(rest[0]), Path(rest[1]))
         elif kind == "distill":
-            result = child_distill(Path(rest[0]), int(rest[1]), rest[2], float(rest[3]))
+            budget = None if rest[3] == "default" else float(rest[3])
+            result = child_distill(Path(rest[0]), int(rest[1]), rest[2], budget)
         elif kind == "render":
             result = child_render(int(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]))
         elif kind == "parity":

@@ -36,3 +36,23 @@ def test_demo_runs_end_to_end_and_reports_metrics(tmp_path, capsys):
     assert np.isfinite(result["timings"]["total"])
     out = capsys.readouterr().out
     assert "| stage | seconds |" in out and str(ev / "demo.md") in out
+
+
+def test_a_failure_beside_the_parallel_baselines_stops_them(tmp_path, monkeypatch):
+    import multiprocessing
+
+    from gags.errors import GagsError
+    from gags.stages import demo
+
+    def fail(cfg):
+        raise GagsError("distillation failed on purpose")
+
+    monkeypatch.setattr(demo, "_distill", fail)
+    cfg = DemoConfig.reduced(tmp_path / "run", cache_dir=tmp_path / "cache")
+    assert cfg.parallel_baselines and cfg.baselines
+    with pytest.raises(GagsError, match="on purpose"):
+        run_demo(cfg)
+    for child in multiprocessing.active_children():
+        child.join(timeout=20)
+    assert not multiprocessing.active_children()  # the baselines' process was stopped, not awaited
+    assert not (tmp_path / "run" / "baselines" / "ablation.json").exists()

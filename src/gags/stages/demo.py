@@ -95,8 +95,10 @@ class DemoConfig:
     parallel_baselines: bool = True
     """Distil and evaluate the baselines in a second process while GAGS distils and is evaluated in this
     one, each with half the CPU threads (distillation gains almost nothing from a second thread on
-    these sizes: the same steps per second with 1 and 2 on 2 cores, README). Same seeds and results;
-    the report's baseline time then overlaps GAGS's. ``--no-parallel-baselines`` runs them after."""
+    these sizes: the same steps per second with 1 and 2 on 2 cores, README). Same seeds; the thread
+    count changes float rounding, which moves LangSplat's figures by several points (README), GaD's
+    by none measured. The report's baseline time then overlaps GAGS's. ``--no-parallel-baselines``
+    runs them after."""
 
     @classmethod
     def reduced(cls, out: Path, **overrides: Any) -> DemoConfig:
@@ -150,23 +152,26 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     timings["prepare"] = time.perf_counter() - t
     result["segments"] = segment_granularity(run, scene_dir)
 
-    t_baselines = time.perf_counter()
-    side = _start_baselines(cfg, scene_dir) if cfg.baselines and cfg.parallel_baselines else None
-    with _threads(side is not None):
-        t = time.perf_counter()
-        _distill(cfg)
-        timings["distill"] = time.perf_counter() - t
+    side = _SideJob.start(cfg, scene_dir) if cfg.baselines and cfg.parallel_baselines else None
+    try:
+        with _threads(side is not None):
+            t = time.perf_counter()
+            _distill(cfg)
+            timings["distill"] = time.perf_counter() - t
 
-        t = time.perf_counter()
-        result["eval"] = _evaluate(cfg, scene_dir)
-        result["alpha"] = alpha_statistics(run.root, scene_dir, cfg.distill_downscale)
-        timings["eval"] = time.perf_counter() - t
+            t = time.perf_counter()
+            result["eval"] = _evaluate(cfg, scene_dir)
+            result["alpha"] = alpha_statistics(run.root, scene_dir, cfg.distill_downscale)
+            timings["eval"] = time.perf_counter() - t
+    except BaseException:
+        if side is not None:
+            side.kill()  # an error or Ctrl-C here does not wait for the baselines
+        raise
 
     if cfg.baselines:
-        if side is None:
-            t_baselines = time.perf_counter()
-        result["baselines"] = _baselines(cfg, scene_dir) if side is None else _join_baselines(side)
-        timings["baselines"] = time.perf_counter() - t_baselines
+        t = side.started if side is not None else time.perf_counter()
+        result["baselines"] = side.result() if side is not None else _baselines(cfg, scene_dir)
+        timings["baselines"] = time.perf_counter() - t
 
     t = time.perf_counter()
     figure = save_demo_figure(run, scene_dir, cfg.queries, cfg.device)
@@ -311,31 +316,43 @@ def _baselines_job(cfg: DemoConfig, scene_dir: Path, threads: int) -> list[dict[
     return _baselines(cfg, scene_dir)
 
 
-def _start_baselines(cfg: DemoConfig, scene_dir: Path) -> Future:
-    """:func:`_baselines` started in a spawned process (``--parallel-baselines``); join with
-    :func:`_join_baselines`. The baselines only read this run's splats and prepared files, which no
-    later stage changes, and write under ``OUT/baselines``."""
-    import multiprocessing
+@dataclasses.dataclass
+class _SideJob:
+    """:func:`_baselines` in a spawned process (``--parallel-baselines``). The baselines only read this
+    run's splats and prepared files, which no later stage changes, and write under ``OUT/baselines``."""
 
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-    try:
-        return pool.submit(_baselines_job, cfg, scene_dir, _half_threads())
-    finally:
-        pool.shutdown(wait=False)  # the job runs on; the pool's process exits when it is done
+    pool: ProcessPoolExecutor
+    future: Future
+    started: float
 
+    @classmethod
+    def start(cls, cfg: DemoConfig, scene_dir: Path) -> _SideJob:
+        import multiprocessing
 
-def _join_baselines(side: Future) -> list[dict[str, Any]]:
-    """The rows of :func:`_start_baselines`'s job; its error is re-raised, a dead process reported."""
-    from concurrent.futures.process import BrokenProcessPool
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        started = time.perf_counter()
+        return cls(pool, pool.submit(_baselines_job, cfg, scene_dir, _half_threads()), started)
 
-    from gags.errors import GagsError
+    def result(self) -> list[dict[str, Any]]:
+        """The job's rows; its error is re-raised, a dead process reported in one line."""
+        from concurrent.futures.process import BrokenProcessPool
 
-    try:
-        return side.result()
-    except BrokenProcessPool as e:
-        raise GagsError(
-            "the baselines' process died (out of memory?); re-run with --no-parallel-baselines"
-        ) from e
+        from gags.errors import GagsError
+
+        try:
+            return self.future.result()
+        except BrokenProcessPool as e:
+            raise GagsError(
+                "the baselines' process died (out of memory?); re-run with --no-parallel-baselines"
+            ) from e
+        finally:
+            self.pool.shutdown(wait=False)
+
+    def kill(self) -> None:
+        """Stop the job now (the executor has no public call for a running job: 3.14 adds one)."""
+        for process in list(getattr(self.pool, "_processes", {}).values()):
+            process.terminate()
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 # ----------------------------------------------------------------------------- segment statistics

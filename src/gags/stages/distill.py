@@ -196,7 +196,11 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     # one writer of the TensorBoard events (rank 0's own losses; distill_curve.json has the ranks' mean)
     logging = start < cfg.iterations and dist.is_main()
     tb = open_log(cfg.log, run.root, "distill", start) if logging else ScalarLog(None)
-    images = field_images_logger(tb, trainer, gaussians, views.view_cameras[0], embed_dim, cfg)
+    images = (
+        field_images_logger(tb, trainer, gaussians, views.view_cameras[0], embed_dim, cfg)
+        if tb.enabled
+        else None
+    )
     try:
         stats = train_field(
             trainer,
