@@ -27,6 +27,9 @@ def test_demo_runs_end_to_end_and_reports_metrics(tmp_path, capsys):
     assert "gags (this run)" in report
     # one line names the best method per granularity, another gives the learnt alpha per view ring
     assert "Best mIoU: " in report and "Learnt alpha" in report
+    # and one whether each method's loss plateaued (5 steps are less than an epoch: too short to tell)
+    assert set(result["plateau"]) == {"GAGS", "average", "langsplat"}
+    assert "runs too short to tell" in report
     for ring, row in result["alpha"]["by_ring"].items():
         assert ring in {"far", "mid", "near"} and row["pixels"] > 0
         assert sum(row["alpha"].values()) == pytest.approx(1.0, abs=0.01)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gags.distill.curve import moving_average, plateau
+from gags.distill.curve import epoch_means, plateau, steps_per_epoch
 from gags.distill.schedule import SCHEDULES, lr_factor, peak_lr
 from gags.distill.views import ViewTargets
 
@@ -36,14 +36,46 @@ def test_explicit_rates_override_the_schedule():
     assert peak_lr("reference", "langsplat") == 2.5e-3
 
 
+def _per_view_noise(steps: int, views: int, spread: float, seed: int = 0) -> np.ndarray:
+    """Each view's fixed loss offset (relative ``spread``), drawn in a fresh random order every epoch."""
+    rng = np.random.default_rng(seed)
+    offsets = spread * rng.standard_normal(views)
+    order = np.concatenate([rng.permutation(views) for _ in range(steps // views + 1)])
+    return offsets[order[:steps]]
+
+
 def test_plateau_of_a_decaying_curve_and_of_a_falling_one():
     steps = np.arange(1000)
     flat_end = 1.0 + np.exp(-steps / 50.0)  # converged long before the end
-    p = plateau(flat_end)
-    assert p["plateaued"] and 150 < p["steps_to_plateau"] < 400
+    p = plateau(flat_end, epoch=52)
+    assert p["plateaued"] and 150 < p["steps_to_plateau"] < 400 and p["epoch"] == 52
     falling = 2.0 - steps / 1000.0  # still falling linearly at the end
-    assert not plateau(falling)["plateaued"]
-    np.testing.assert_allclose(moving_average(np.array([1.0, 3.0, 5.0]), 2), [1.0, 2.0, 4.0])
+    assert not plateau(falling, epoch=52)["plateaued"]
+
+
+def test_plateau_reads_epochs_so_that_which_views_were_drawn_does_not_count():
+    # a converged loss whose steps differ only by which of 52 views they drew (19% spread, as on the demo)
+    flat = 0.3 * (1.0 + _per_view_noise(1000, 52, 0.19))
+    assert plateau(flat, epoch=52)["tail_change"] < 1e-9  # every epoch holds each view once
+    # the same views under a loss still falling by 5% over the last fifth
+    falling = flat * np.linspace(1.2, 0.95, 1000)
+    assert not plateau(falling, epoch=52)["plateaued"]
+    # pixel subsampling: every step's loss off by 6% at random (an epoch's mean by about 0.8%); blocks
+    # of epochs average it out, where one epoch against another would differ by more than 1% in 5 of 10
+    steps = 3000
+    pixel_noise = 1.0 + 0.06 * np.random.default_rng(1).standard_normal(steps)
+    noisy = 0.3 * (1.0 + _per_view_noise(steps, 52, 0.19)) * pixel_noise
+    assert plateau(noisy, epoch=52)["plateaued"]
+    assert not plateau(noisy * np.linspace(1.1, 0.95, steps), epoch=52)["plateaued"]
+
+
+def test_epoch_means_align_to_epoch_boundaries_after_a_resume():
+    values = np.arange(1.0, 21.0)  # steps 1..20, epochs of 4
+    means, ends = epoch_means(values[5:], 4, first_step=6)  # resumed at step 6: steps 6-8 are a partial epoch
+    assert ends.tolist() == [12, 16, 20]
+    np.testing.assert_allclose(means, [values[8:12].mean(), values[12:16].mean(), values[16:20].mean()])
+    assert steps_per_epoch(52, 1) == 52 and steps_per_epoch(53, 2) == 27
+    assert plateau(values[:6], 4)["plateaued"] is False  # no complete epoch in the tail
 
 
 def test_subsample_keeps_a_sorted_subset_and_is_deterministic():

@@ -373,7 +373,7 @@ def granularity_markdown(
 
 def convergence_markdown(per_seed: list[list[dict[str, Any]]], seeds: list[int]) -> str:
     """Per method: whether the distillation loss plateaued (:func:`gags.distill.curve.plateau`) in how
-    many seeds, the mean change of its moving average over the last 20% of the run, the mean steps to
+    many seeds, the mean change of its epoch-block mean over the last 20% of the run, the mean steps to
     plateau and the mean seconds per step (from each run's ``eval/distill_timing.json``)."""
     import numpy as np
 
@@ -388,11 +388,14 @@ def convergence_markdown(per_seed: list[list[dict[str, Any]]], seeds: list[int])
             continue
         stats = [r["plateau"] for r in runs]
         steps = [s["steps_to_plateau"] for s in stats if s["steps_to_plateau"] is not None]
+        tails = [s["tail_change"] for s in stats if s["tail_change"] is not None]
         per_step = [r["distill_seconds"] / r["iterations"] for r in runs if r.get("iterations")]
+        tail = 100 * np.mean(tails) if tails else float("nan")
+        step = np.mean(steps) if steps else float("nan")
+        rate = np.mean(per_step) if per_step else float("nan")
         lines.append(
             f"| {rows[0]['method']} | {sum(s['plateaued'] for s in stats)}/{len(stats)} "
-            f"| {100 * np.mean([s['tail_change'] for s in stats]):.2f}% "
-            f"| {np.mean(steps):.0f} | {np.mean(per_step) if per_step else float('nan'):.3f} |"
+            f"| {tail:.2f}% | {step:.0f} | {rate:.3f} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -25,7 +25,7 @@ import tyro
 
 from gags import distributed as dist
 from gags.devices import resolve_device
-from gags.distill.curve import plateau, write_curve
+from gags.distill.curve import plateau, steps_per_epoch, write_curve
 from gags.distill.gad import GaD
 from gags.distill.langsplat import LangSplat
 from gags.distill.methods import DistillContext, DistillMethod, FieldTrainer, TrainedField
@@ -193,6 +193,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         gaussians, views.view_cameras, cfg.backend, cfg.cache_render, cfg.render_cache_mb
     )
     curve: list[dict[str, float]] = []
+    epoch = steps_per_epoch(len(views), parallel.views_per_step)  # of the whole step, over the ranks
     # one writer of the TensorBoard events (rank 0's own losses; distill_curve.json has the ranks' mean)
     logging = start < cfg.iterations and dist.is_main()
     tb = open_log(cfg.log, run.root, "distill", start) if logging else ScalarLog(None)
@@ -227,7 +228,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         if dist.is_main():  # one writer; every rank holds the same trained state
             _save_checkpoint(ckpt_path, cfg, trainer, state)
             write_language_outputs(run, gaussians, trainer.result(), method, embed_dim, spec, cfg)
-            write_curve(run, curve, start)
+            write_curve(run, curve, start, epoch)
             run.record_stage(
                 "distill",
                 cfg,
@@ -252,7 +253,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         "gaussians": len(gaussians),
         "embed_dim": embed_dim,
         "curve": curve,
-        "plateau": plateau([c["distill"] for c in curve]),
+        "plateau": plateau([c["distill"] for c in curve], epoch, first_step=start + 1),
         **stats,
     }
 
