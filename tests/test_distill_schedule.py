@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gags.distill.curve import epoch_means, plateau, steps_per_epoch
+from gags.distill.curve import epoch_means, plateau, steps_per_epoch, summarise_curve
 from gags.distill.schedule import SCHEDULES, lr_factor, peak_lr
 from gags.distill.views import ViewTargets
 
@@ -76,6 +76,19 @@ def test_epoch_means_align_to_epoch_boundaries_after_a_resume():
     np.testing.assert_allclose(means, [values[8:12].mean(), values[12:16].mean(), values[16:20].mean()])
     assert steps_per_epoch(52, 1) == 52 and steps_per_epoch(53, 2) == 27
     assert plateau(values[:6], 4)["plateaued"] is False  # no complete epoch in the tail
+
+
+def test_curve_summary_matches_plateau_per_term_and_a_late_term_starts_at_its_own_step():
+    values = 1.0 + np.exp(-np.arange(400) / 40.0)
+    curve = [
+        {"step": i + 1, "distill": float(v), **({"consistency": float(v)} if i >= 200 else {})}
+        for i, v in enumerate(values)
+    ]
+    summary = summarise_curve(curve, epoch=10)
+    assert summary["plateau"]["distill"] == plateau(values, 10)
+    assert summary["plateau"]["consistency"] == plateau(values[200:], 10, first_step=201)
+    means = summary["epoch_means"]["consistency"]
+    assert means["end_steps"][0] == 210 and means["means"][0] == pytest.approx(values[200:210].mean())
 
 
 def test_subsample_keeps_a_sorted_subset_and_is_deterministic():

@@ -56,9 +56,9 @@ def _clean_crops(store, name: str, min_px: int = 30) -> tuple[list[int], torch.T
 
 #: v1's outputs, taken with the code before bed v2 existed (commit 394fc5b), seed 42, a 6-pixel prompt
 #: grid: a digest of the masks + scores (exact), and the number of mask features and their sum projected on
-#: 4 seeded random directions (compared to 1e-4: features are floats, and a hash of rounded floats
-#: changed with the torch release while the values did not; 394fc5b and this code agree bit for bit
-#: under torch 2.14)
+#: 4 seeded random directions (compared to 1e-4: features are floats, and a hash of them rounded to 1e-4
+#: changed with torch 2.14 while 394fc5b and this code still gave the same mask digests and the same
+#: projections to 1e-6)
 V1_OUTPUTS = {
     "frame_0001.png": ("778e722984b6eefd", 101, (-1.402744, 13.654615, 20.969906, -82.002835)),
     "frame_0003.png": ("88bbcb2d59fbb8b3", 156, (23.388273, 11.482851, 13.914541, -95.61351)),

@@ -72,8 +72,8 @@ class DemoConfig:
     """Cap on the RGB Gaussians (the ground truth has about 4,700); bounds the CPU time of training."""
     distill_iterations: int = 3000
     """Feature distillation steps of GAGS and of each baseline: where GAGS's and averaged features'
-    metrics stop moving on this scene with the ``short`` schedule (1000 steps leave them 4-6 mIoU
-    short; README, "Demo"). Deviation: the paper uses 30000 (GPU)."""
+    metrics stop moving on this scene with the ``short`` schedule (1000 steps leave both 5.6 mIoU
+    short; README, "GaD convergence on the demo scene"). Deviation: the paper uses 30000 (GPU)."""
     distill_downscale: float = 2.0
     """Distillation resolution divisor (reference ``-r 2``)."""
     distill_pixels: int = 192
@@ -179,9 +179,11 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     t = time.perf_counter()
     figure = save_demo_figure(run, scene_dir, cfg.queries, cfg.device)
-    curves = {"GAGS": run.root} | {m: run.root / "baselines" / m for m in cfg.baselines}
+    curves = read_curves({"GAGS": run.root} | {m: run.root / "baselines" / m for m in cfg.baselines})
     result["curve_figure"] = str(save_curve_figure(run.eval / "distill_curves.png", curves))
-    result["plateau"] = curve_plateaus(curves)
+    result["plateau"] = {
+        name: c["plateau"]["distill"] for name, c in curves.items() if "distill" in c["plateau"]
+    }
     timings["figure"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
     result["figure"] = str(figure)
@@ -546,44 +548,29 @@ def save_demo_figure(run: RunFolder, scene_dir: Path, queries: tuple[str, ...], 
     return path
 
 
-def curve_plateaus(runs: dict[str, Path]) -> dict[str, dict[str, Any]]:
-    """name -> the distillation term's plateau statistics from each run's ``distill_curve.json``
-    (:func:`gags.distill.curve.plateau`); runs without a curve are skipped."""
-    out = {}
-    for name, root in runs.items():
-        path = Path(root) / "distill_curve.json"
-        if path.exists():
-            stats = json.loads(path.read_text()).get("plateau", {}).get("distill")
-            if stats:
-                out[name] = stats
-    return out
+def read_curves(runs: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """name -> the run's ``distill_curve.json`` (:func:`gags.distill.curve.summarise_curve` plus the steps);
+    runs without one are skipped."""
+    paths = {name: Path(root) / "distill_curve.json" for name, root in runs.items()}
+    return {name: json.loads(path.read_text()) for name, path in paths.items() if path.exists()}
 
 
-def save_curve_figure(path: Path, runs: dict[str, Path]) -> Path:
-    """Plot each run's distillation loss per epoch (the mean over each complete pass over the views,
-    :func:`gags.distill.curve.epoch_means`, from its ``distill_curve.json``) relative to its first epoch (the
-    methods' losses live in different spaces) against the step, one line per run, so the plateau can be
-    seen; runs without a curve are skipped."""
+def save_curve_figure(path: Path, curves: dict[str, dict[str, Any]]) -> Path:
+    """Plot each run's distillation loss per epoch (the mean over each complete pass over the views, as
+    :func:`read_curves` returns them) relative to its first epoch (the methods' losses live in different
+    spaces) against the step, one line per run, so the plateau can be seen."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from gags.distill.curve import epoch_means
-
     fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
     try:
-        for name, root in runs.items():
-            curve_path = Path(root) / "distill_curve.json"
-            if not curve_path.exists():
-                continue
-            curve = json.loads(curve_path.read_text())
-            steps = [c for c in curve["steps"] if "distill" in c]
-            if not steps:
-                continue
-            means, ends = epoch_means([c["distill"] for c in steps], curve.get("epoch", 50), steps[0]["step"])
-            if means.size:
-                ax.plot(ends, means / max(means[0], 1e-12), marker=".", label=name)
+        for name, curve in curves.items():
+            epochs = curve.get("epoch_means", {}).get("distill")
+            if epochs and epochs["means"]:
+                means = np.asarray(epochs["means"])
+                ax.plot(epochs["end_steps"], means / max(means[0], 1e-12), marker=".", label=name)
         ax.set_xlabel("step")
         ax.set_ylabel("distillation loss per epoch / first epoch's", fontsize=7)
         ax.legend(fontsize=7)

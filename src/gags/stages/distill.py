@@ -25,7 +25,7 @@ import tyro
 
 from gags import distributed as dist
 from gags.devices import resolve_device
-from gags.distill.curve import plateau, steps_per_epoch, write_curve
+from gags.distill.curve import plateau, steps_per_epoch, summarise_curve, write_curve
 from gags.distill.gad import GaD
 from gags.distill.langsplat import LangSplat
 from gags.distill.methods import DistillContext, DistillMethod, FieldTrainer, TrainedField
@@ -225,10 +225,11 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         curve = parallel.mean_records(curve)  # the loss of every step's views, over the ranks
         stats = parallel.mean_records([stats])[0]
         seconds = time.perf_counter() - t0
+        summary = summarise_curve(curve, epoch, start)
         if dist.is_main():  # one writer; every rank holds the same trained state
             _save_checkpoint(ckpt_path, cfg, trainer, state)
             write_language_outputs(run, gaussians, trainer.result(), method, embed_dim, spec, cfg)
-            write_curve(run, curve, start, epoch)
+            write_curve(run, curve, summary)
             run.record_stage(
                 "distill",
                 cfg,
@@ -253,7 +254,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         "gaussians": len(gaussians),
         "embed_dim": embed_dim,
         "curve": curve,
-        "plateau": plateau([c["distill"] for c in curve], epoch, first_step=start + 1),
+        "plateau": summary["plateau"].get("distill") or plateau([], epoch),
         **stats,
     }
 
