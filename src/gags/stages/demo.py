@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 from gags.io import atomic_path, write_json_atomic, write_text_atomic
 from gags.runfolder import RunFolder
+from gags.stages.ablation import SYNTHETIC_DISTILL_ITERATIONS, SYNTHETIC_DISTILL_PIXELS
 from gags.synthetic.generate import SyntheticConfig, generate_scene
 from gags.synthetic.granularity import alpha_statistics
 from gags.synthetic.groundtruth import LEVELS, GroundTruthStore
@@ -70,13 +71,13 @@ class DemoConfig:
     scene's point cloud and the views are small."""
     rgb_max_gaussians: int = 8000
     """Cap on the RGB Gaussians (the ground truth has about 4,700); bounds the CPU time of training."""
-    distill_iterations: int = 3000
+    distill_iterations: int = SYNTHETIC_DISTILL_ITERATIONS
     """Feature distillation steps of GAGS and of each baseline: where GAGS's and averaged features'
     metrics stop moving on this scene with the ``short`` schedule (1000 steps leave both 5.6 mIoU
     short; README, "GaD convergence on the demo scene"). Deviation: the paper uses 30000 (GPU)."""
     distill_downscale: float = 2.0
     """Distillation resolution divisor (reference ``-r 2``)."""
-    distill_pixels: int = 192
+    distill_pixels: int = SYNTHETIC_DISTILL_PIXELS
     """Pixels supervised per view and step, drawn afresh each step (of about 7,500 at the default size;
     0: all). Deviation (the reference uses every pixel): GaD's progress is set by the number of steps,
     not by the pixels per step (1000 steps reach the same loss with 1024 pixels as with all of them,
