@@ -82,12 +82,6 @@ def lr_factor(schedule: str | SchedulePreset, step: int, total: int) -> float:
     return p.final + (1.0 - p.final) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
-def set_lr(optimizer, base_lrs: list[float], factor: float) -> None:
-    """Set each parameter group's learning rate to its base rate times ``factor``."""
-    for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-        group["lr"] = base * factor
-
-
 def peak_lr(schedule: str, group: str, override: float | None = None) -> float:
     """The peak rate of parameter ``group`` (``feature``, ``decoder`` or ``langsplat``): ``override``
     when a method's own setting gives one, else the schedule's."""
